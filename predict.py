@@ -1,0 +1,17 @@
+"""python predict.py [overrides]   (see conf/predict.yaml)"""
+
+import hydra
+from omegaconf import DictConfig
+
+from reptiledistil.cli import report_errors
+from reptiledistil.run import predict
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@report_errors
+def main(cfg: DictConfig):
+    return predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

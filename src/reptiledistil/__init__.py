@@ -1,0 +1,3 @@
+"""ReptileDistil: knowledge distillation with Reptile meta-learning for BERT compression."""
+
+__version__ = "0.1.0"

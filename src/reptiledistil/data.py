@@ -1,0 +1,220 @@
+"""GLUE data: classic TSV files (or the hub) -> `datasets.Dataset` -> tokenised batches.
+
+Every split becomes a Dataset with columns `idx`, `text_a`, `text_b` (None for single-sentence tasks)
+and, for labelled splits, `labels` (class id, or float score for STS-B).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import datasets
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from .errors import ConfigError
+from .tasks import Task
+
+GLUE_HELP = (
+    "Get GLUE with the classic download_glue_data.py script (it writes glue_data/<TASK>/*.tsv), "
+    "point to it with data.glue_dir=<dir> or GLUE_DIR=<dir>, or use data.source=hub to load it "
+    "from the Hugging Face hub."
+)
+# Searched in order when neither data.glue_dir nor GLUE_DIR is set.
+DEFAULT_GLUE_DIRS = ("glue_data", "../shared/glue_data")
+
+csv.field_size_limit(sys.maxsize)  # some GLUE fields exceed csv's 128 KiB default
+
+
+def resolve_glue_dir(glue_dir: str | os.PathLike | None) -> Path:
+    """The GLUE root: the configured one, else $GLUE_DIR, else the first default that exists."""
+    candidates = [glue_dir] if glue_dir else ([os.environ["GLUE_DIR"]] if os.environ.get("GLUE_DIR") else list(DEFAULT_GLUE_DIRS))
+    for c in candidates:
+        if Path(c).is_dir():
+            return Path(c)
+    looked = ", ".join(str(Path(c).resolve()) for c in candidates)
+    raise ConfigError(f"GLUE data directory not found (looked in: {looked}). {GLUE_HELP}")
+
+
+def read_tsv(path: Path, header: Sequence[str] | None = None) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a GLUE TSV as (line number, {column: value}).
+
+    GLUE files are tab-separated without quoting (quotes are literal text). `header` names the columns
+    of a file without a header line (CoLA train/dev); otherwise the first line is the header.
+    A UTF-8 BOM (MRPC) is dropped. A row with the wrong number of fields is an error naming file and line.
+    """
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if header is None:
+            header = next(reader, None)
+            if header is None:
+                raise ConfigError(f"{path} is empty: expected a header line. {GLUE_HELP}")
+        for row in reader:
+            lineno = reader.line_num
+            if not row:
+                continue  # a trailing blank line
+            if len(row) != len(header):
+                raise ConfigError(
+                    f"{path}:{lineno}: malformed row: expected {len(header)} tab-separated fields "
+                    f"({', '.join(header)}), found {len(row)}. Re-download the file or fix that line."
+                )
+            rows.append((lineno, dict(zip(header, row))))
+    return rows
+
+
+def _label_id(task: Task, value: str, where: str) -> float | int:
+    if task.is_regression:
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: label {value!r} is not a number (task {task.name} is a regression task).") from None
+    if value not in task.labels:
+        raise ConfigError(f"{where}: unknown label {value!r} for task {task.name}; expected one of {list(task.labels)}.")
+    return task.labels.index(value)
+
+
+def _task_file(task: Task, glue_dir: Path, file: str) -> Path:
+    path = glue_dir / task.dir / file
+    if not path.is_file():
+        raise ConfigError(f"Missing GLUE file for task {task.name}: {path.resolve()} does not exist. {GLUE_HELP}")
+    return path
+
+
+def load_tsv_split(task: Task, glue_dir: Path, file: str, labelled: bool) -> datasets.Dataset:
+    """One split of `task` from its classic TSV file."""
+    path = _task_file(task, glue_dir, file)
+    header = task.headerless_columns if (labelled and task.headerless_columns) else None
+    rows = read_tsv(path, header)
+    a_col, b_col = (task.text_a, task.text_b) if labelled else (task.test_text_a, task.test_text_b)
+    cols: dict[str, list] = {"idx": [], "text_a": [], "text_b": []}
+    if labelled:
+        cols["labels"] = []
+    for i, (lineno, row) in enumerate(rows):
+        where = f"{path}:{lineno}"
+        try:
+            cols["text_a"].append(row[a_col])
+            cols["text_b"].append(row[b_col] if b_col else None)
+        except KeyError as e:
+            raise ConfigError(f"{where}: column {e.args[0]!r} not found; the file has columns {list(row)}. "
+                              f"Is this the {task.dir} file from download_glue_data.py?") from None
+        idx = row.get("index", row.get("id"))
+        cols["idx"].append(int(idx) if idx is not None and idx.isdigit() else i)
+        if labelled:
+            if task.label_col not in row:
+                raise ConfigError(
+                    f"{path} has no {task.label_col!r} column: it looks like an unlabelled test file, "
+                    "which cannot give metrics. Use split=test to write predictions, or a dev file for metrics.")
+            cols["labels"].append(_label_id(task, row[task.label_col], where))
+    return datasets.Dataset.from_dict(cols)
+
+
+def load_hub_split(task: Task, hub_split: str, labelled: bool, hub_name: str = "nyu-mll/glue") -> datasets.Dataset:
+    """One split from the Hugging Face hub (needs internet); hub label ids equal ours by construction."""
+    ds = datasets.load_dataset(hub_name, task.hub_config, split=hub_split)
+    out = {"idx": ds["idx"], "text_a": ds[task.hub_text_a],
+           "text_b": ds[task.hub_text_b] if task.hub_text_b else [None] * len(ds)}
+    if labelled:
+        out["labels"] = [float(x) for x in ds["label"]] if task.is_regression else ds["label"]
+    return datasets.Dataset.from_dict(out)
+
+
+def load_split(task: Task, split: str, glue_dir: str | None = None, source: str = "tsv") -> dict[str, datasets.Dataset]:
+    """`split` is "train", "dev" (every eval split: MNLI gives dev and dev_mm) or "test" (every test file).
+
+    Returns {name: Dataset}; test datasets are keyed by their submission file name (e.g. "MNLI-m.tsv").
+    """
+    if source not in ("tsv", "hub"):
+        raise ConfigError(f"data.source must be 'tsv' or 'hub', got {source!r}.")
+    root = resolve_glue_dir(glue_dir) if source == "tsv" else None
+
+    def one(file: str, hub_split: str, labelled: bool) -> datasets.Dataset:
+        if source == "hub":
+            return load_hub_split(task, hub_split, labelled)
+        return load_tsv_split(task, root, file, labelled)
+
+    if split == "train":
+        if task.train_file is None:
+            raise ConfigError(f"Task {task.name} has no training data (it is test only).")
+        return {"train": one(task.train_file, "train", True)}
+    if split == "dev":
+        if not task.eval_splits:
+            raise ConfigError(f"Task {task.name} has no labelled dev set: use split=test to write predictions.")
+        return {s.name: one(s.file, s.hub_split, True) for s in task.eval_splits}
+    if split == "test":
+        return {s.submission: one(s.file, s.hub_split, False) for s in task.test_splits}
+    raise ConfigError(f"split must be train, dev or test, got {split!r}.")
+
+
+def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> datasets.Dataset:
+    """Adds input_ids / token_type_ids / attention_mask (unpadded: batches are padded dynamically)."""
+
+    def enc(batch):
+        b = batch["text_b"] if any(t is not None for t in batch["text_b"]) else None
+        return tokenizer(batch["text_a"], b, truncation=True, max_length=max_seq_length)
+
+    # In memory: never writes a cache file beside the (read-only) data.
+    return ds.map(enc, batched=True, remove_columns=["text_a", "text_b"], keep_in_memory=True)
+
+
+def check_max_seq_length(max_seq_length: int, max_positions: int) -> None:
+    if max_seq_length > max_positions:
+        raise ConfigError(f"max_seq_length={max_seq_length} exceeds the model's position limit "
+                          f"({max_positions}). Set max_seq_length<={max_positions}.")
+    if max_seq_length < 8:
+        raise ConfigError(f"max_seq_length={max_seq_length} is too short; use at least 8 (128 is the default).")
+
+
+def subsample(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
+    """The first n examples (quick runs); None or <=0 keeps all."""
+    return ds.select(range(min(n, len(ds)))) if n and n > 0 else ds
+
+
+class GlueDataModule(pl.LightningDataModule):
+    """Train and dev loaders for one task; one val loader per eval split (MNLI: matched, mismatched)."""
+
+    def __init__(self, task: Task, tokenizer: PreTrainedTokenizerBase, glue_dir: str | None = None,
+                 source: str = "tsv", max_seq_length: int = 128, batch_size: int = 32, eval_batch_size: int = 64,
+                 max_train_samples: int | None = None, max_eval_samples: int | None = None, num_workers: int = 0):
+        super().__init__()
+        self.task, self.tokenizer = task, tokenizer
+        self.glue_dir, self.source = glue_dir, source
+        self.max_seq_length, self.batch_size, self.eval_batch_size = max_seq_length, batch_size, eval_batch_size
+        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
+        self.num_workers = num_workers
+        self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        self.train_ds: datasets.Dataset | None = None
+        self.eval_ds: dict[str, datasets.Dataset] = {}
+
+    @property
+    def eval_names(self) -> list[str]:
+        return [s.name for s in self.task.eval_splits]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_ds is not None:
+            return
+        tr = load_split(self.task, "train", self.glue_dir, self.source)["train"]
+        self.train_ds = tokenize(subsample(tr, self.max_train_samples), self.tokenizer, self.max_seq_length)
+        for name, ds in load_split(self.task, "dev", self.glue_dir, self.source).items():
+            self.eval_ds[name] = tokenize(subsample(ds, self.max_eval_samples), self.tokenizer, self.max_seq_length)
+
+    def _loader(self, ds, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(ds.with_format("python"), batch_size=batch_size, shuffle=shuffle,
+                          collate_fn=self.collate, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_ds, True, self.batch_size)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.eval_ds[n], False, self.eval_batch_size) for n in self.eval_names]
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keys a BERT forward takes (drops labels and idx)."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}

@@ -1,0 +1,35 @@
+"""Knowledge-distillation losses as pure functions of logits."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def task_loss(student_logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Cross-entropy on class ids, or MSE on the score for regression (STS-B). Batch mean."""
+    if regression:
+        return F.mse_loss(student_logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(student_logits.float(), labels)
+
+
+def soft_kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, regression: bool) -> torch.Tensor:
+    """T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean; for regression MSE(s, t).
+
+    The T^2 keeps gradient sizes independent of T (Hinton et al.). For a single regression output,
+    the KL of a one-way softmax is identically zero, so the score itself is matched:
+    T^2 * MSE(s/T, t/T) = MSE(s, t), which is why T drops out there.
+    """
+    s, t = student_logits.float(), teacher_logits.float()
+    if regression:
+        return F.mse_loss(s, t)
+    log_p_s = F.log_softmax(s / temperature, dim=-1)
+    p_t = F.softmax(t / temperature, dim=-1)
+    return temperature**2 * F.kl_div(log_p_s, p_t, reduction="batchmean")
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            alpha: float, temperature: float, regression: bool) -> torch.Tensor:
+    """L = (1 - alpha) * task_loss(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))  (MSE(s, t) for regression)."""
+    return (1 - alpha) * task_loss(student_logits, labels, regression) + alpha * soft_kd_term(
+        student_logits, teacher_logits, temperature, regression)

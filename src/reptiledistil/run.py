@@ -1,0 +1,211 @@
+"""What the three scripts do: finetune(cfg), distil(cfg), predict(cfg). Plain functions, called by tests too."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from .callbacks import BestOnDev
+from .data import GlueDataModule, check_max_seq_length
+from .errors import ConfigError
+from .layer_map import layer_mapping, parameter_pairs
+from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer, minilm_dir
+from .module import METHODS, DistilModule, FinetuneModule, NonFiniteLossError
+from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
+from .tasks import get_task
+
+log = logging.getLogger("reptiledistil")
+
+OmegaConf.register_new_resolver("minilm_dir", minilm_dir, replace=True)
+# The teacher is kept in eval mode on purpose (frozen for the KD loss); Lightning warns about it.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+
+FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={task} (it writes {path})."
+
+
+def _datamodule(cfg: DictConfig, task, tokenizer) -> GlueDataModule:
+    d = cfg.data
+    return GlueDataModule(task, tokenizer, d.glue_dir, d.source, cfg.max_seq_length, cfg.batch_size,
+                          cfg.eval_batch_size, d.max_train_samples, d.max_eval_samples, d.num_workers)
+
+
+def _logger(cfg: DictConfig):
+    if cfg.get("logger") is None:
+        return False
+    if "Wandb" in cfg.logger.get("_target_", "") and not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")  # never block or fail without a network or an account
+    return hydra.utils.instantiate(cfg.logger)
+
+
+def _trainer(cfg: DictConfig, callbacks) -> pl.Trainer:
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=_logger(cfg))
+
+
+def _begin(cfg: DictConfig) -> tuple[Path, Path]:
+    """Check the output location before anything slow; returns (final dir, staging dir)."""
+    out = check_output_dir(cfg.output_dir, cfg.overwrite)
+    stage = staging_dir(out)
+    if stage.exists():
+        if not cfg.overwrite:
+            raise ConfigError(f"{stage.resolve()} holds the partial results of an earlier run that did not finish "
+                              "(its best checkpoint so far). Move it away, or pass overwrite=true to discard it.")
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    return out, stage
+
+
+def _fit(cfg, module, dm, stage: Path, model_subdir: str, tokenizer) -> BestOnDev:
+    best = BestOnDev(stage / model_subdir if model_subdir else stage, tokenizer)
+    trainer = _trainer(cfg, [best])
+    try:
+        trainer.fit(module, datamodule=dm)
+    except NonFiniteLossError as e:
+        kept = (f"the best checkpoint so far (epoch {best.best['epoch']}) is kept in {stage.resolve()}"
+                if best.best else f"no dev evaluation had finished, so there is no checkpoint ({stage.resolve()})")
+        raise ConfigError(f"{e} Training stopped; {kept}. Lower the learning rate or check the data.") from None
+    if best.best is None:
+        raise ConfigError("Training finished without a dev evaluation, so no model was selected. "
+                          "Check trainer.limit_val_batches / check_val_every_n_epoch.")
+    return best
+
+
+def _summary(cfg: DictConfig, task, best: BestOnDev, extra: dict) -> dict:
+    return {"task": task.name, **extra, "selection_metric": list(task.selection),
+            "best": best.best, "final": best.history[-1], "history": best.history,
+            "config": OmegaConf.to_container(cfg, resolve=False)}
+
+
+def _report(what: str, out: Path, summary: dict) -> None:
+    b, f = summary["best"], summary["final"]
+    fmt = lambda r: ", ".join(f"{k}={v:.4f}" for k, v in r.items() if k not in ("epoch", "step"))
+    print(f"{what} saved to {out}\n  best dev (epoch {b['epoch']}): {fmt(b)}\n  final dev (epoch {f['epoch']}): {fmt(f)}")
+
+
+def finetune(cfg: DictConfig) -> dict:
+    """Fine-tune a teacher on one GLUE task; save the best-on-dev model and its dev metrics."""
+    task = get_task(cfg.task.name)
+    out, stage = _begin(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    try:
+        tokenizer = load_tokenizer(cfg.model.teacher_init)
+        model = load_for_finetuning(cfg.model.teacher_init, task)
+        check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
+        dm = _datamodule(cfg, task, tokenizer)
+        module = FinetuneModule(model, task, [s.name for s in task.eval_splits],
+                                hydra.utils.instantiate(cfg.optimizer), cfg.warmup_ratio)
+        best = _fit(cfg, module, dm, stage, "", tokenizer)
+    except BaseException:
+        if not any(stage.iterdir()):
+            stage.rmdir()
+        raise
+    summary = _summary(cfg, task, best, {"model": str(cfg.model.teacher_init)})
+    write_json_atomic(stage / "dev_metrics.json", summary)
+    publish(stage, out)
+    _report("Teacher", out, summary)
+    return summary
+
+
+def check_distil_config(cfg: DictConfig) -> None:
+    if cfg.method.name not in METHODS:
+        raise ConfigError(f"Unknown method {cfg.method.name!r}; choose one of {', '.join(METHODS)} (method=<name>).")
+    if not 0.0 <= float(cfg.alpha) <= 1.0:
+        raise ConfigError(f"alpha={cfg.alpha} is outside [0, 1]: it weighs the KD term against the task loss.")
+    if float(cfg.temperature) <= 0:
+        raise ConfigError(f"temperature={cfg.temperature} must be > 0 (the paper uses 5).")
+    upd = cfg.method.get("update", "pseudo_grad")
+    if upd not in ("pseudo_grad", "interpolate"):
+        raise ConfigError(f"method.update must be pseudo_grad or interpolate, got {upd!r}.")
+
+
+def distil(cfg: DictConfig) -> dict:
+    """Distil a fine-tuned teacher into a student with method reptile, kd or finetune."""
+    check_distil_config(cfg)
+    task = get_task(cfg.task.name)
+    method = cfg.method.name
+    teacher = None
+    if method != "finetune":
+        hint = FINETUNE_HINT.format(task=task.name, path=cfg.teacher_dir)
+        teacher = load_finetuned(cfg.teacher_dir, task, "Teacher", hint)
+    out, stage = _begin(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    try:
+        st = cfg.model.student
+        student = build_student(st.init, st.source, task, st.num_layers, cfg.strategy.name)
+        tokenizer = load_tokenizer(cfg.teacher_dir if teacher is not None else st.source)
+        check_max_seq_length(cfg.max_seq_length, student.config.max_position_embeddings)
+        pairs = None
+        if teacher is not None:
+            mapping = layer_mapping(cfg.strategy.name, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+            pairs = parameter_pairs(teacher, student, mapping)  # checks widths, vocab and label count
+            log.info("layer mapping (%s): %s", cfg.strategy.name, mapping)
+        dm = _datamodule(cfg, task, tokenizer)
+        module = DistilModule(
+            teacher, student, task, [s.name for s in task.eval_splits], method, float(cfg.alpha), float(cfg.temperature),
+            hydra.utils.instantiate(cfg.student_optimizer), hydra.utils.instantiate(cfg.teacher_optimizer),
+            cfg.warmup_ratio, cfg.max_grad_norm, pairs, cfg.method.get("update", "pseudo_grad"),
+            float(cfg.method.get("epsilon", 1.0)), bool(cfg.method.get("share_forward", False)))
+        best = _fit(cfg, module, dm, stage, "student", tokenizer)
+        if method == "reptile":  # the teacher changed: keep its final state too
+            teacher.save_pretrained(stage / "teacher")
+            tokenizer.save_pretrained(stage / "teacher")
+    except BaseException:
+        if not any(stage.iterdir()):
+            stage.rmdir()
+        raise
+    summary = _summary(cfg, task, best, {"method": method, "strategy": cfg.strategy.name,
+                                         "teacher": str(cfg.teacher_dir) if teacher is not None else None,
+                                         "student_layers": student.config.num_hidden_layers})
+    write_json_atomic(stage / "metrics.json", summary)
+    publish(stage, out)
+    _report(f"Student ({method}, {cfg.strategy.name})", out / "student", summary)
+    return summary
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Dev metrics (split=dev) or GLUE submission files (split=test) from any fine-tuned model directory."""
+    import torch
+
+    from .data import load_split
+    from .metrics import compute_metrics, predictions
+    from .submission import format_predictions, predict_logits, write_submission, zip_submissions
+
+    task = get_task(cfg.task.name)
+    if cfg.split not in ("dev", "test"):
+        raise ConfigError(f"split must be dev or test, got {cfg.split!r}.")
+    hint = ("AX is predicted with an MNLI model: pass model_dir=<an MNLI model directory>." if task.name == "ax"
+            else f"Pass model_dir=<a model fine-tuned or distilled on {task.name}>.")
+    out = Path(cfg.output_dir)
+    if cfg.split == "test":
+        clash = [out / s.submission for s in task.test_splits if (out / s.submission).exists()]
+        if clash and not cfg.overwrite:
+            raise ConfigError(f"{', '.join(map(str, clash))} already exist(s). Pass overwrite=true to replace, "
+                              "or choose another output_dir=<dir>.")
+    model = load_finetuned(cfg.model_dir, task, "Model", hint)
+    tokenizer = load_tokenizer(cfg.model_dir)
+    check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
+    splits = load_split(task, cfg.split, cfg.data.glue_dir, cfg.data.source)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result: dict = {"task": task.name, "model_dir": str(cfg.model_dir), "split": cfg.split}
+    for name, ds in splits.items():
+        logits = predict_logits(model, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size, device)
+        if cfg.split == "dev":
+            m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
+            result[name] = m
+            print(f"{task.name} {name} ({len(ds)} examples): " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
+        else:
+            write_submission(out / name, ds["idx"], format_predictions(task, logits))
+            result[name] = str(out / name)
+            print(f"wrote {out / name} ({len(ds)} rows)")
+    if cfg.split == "dev":
+        write_json_atomic(out / f"{task.name}_dev_metrics.json", result)
+    elif cfg.zip:
+        result["zip"] = str(zip_submissions(out))
+        print(f"wrote {result['zip']}")
+    return result

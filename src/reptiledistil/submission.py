@@ -1,0 +1,51 @@
+"""Batch inference and GLUE submission files (`index<TAB>prediction`, one row per test example, in order)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import datasets
+import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding
+
+from .data import model_inputs, tokenize
+from .outputs import write_text_atomic
+from .tasks import Task
+
+
+@torch.inference_mode()
+def predict_logits(model, tokenizer, ds: datasets.Dataset, max_seq_length: int, batch_size: int = 64,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits for every example of `ds` (columns text_a, text_b), in order."""
+    enc = tokenize(ds, tokenizer, max_seq_length).remove_columns([c for c in ("labels", "idx") if c in ds.column_names])
+    loader = DataLoader(enc.with_format("python"), batch_size=batch_size, shuffle=False,
+                        collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"))
+    model.eval().to(device)
+    out = [model(**{k: v.to(device) for k, v in model_inputs(b).items()}).logits.float().cpu() for b in loader]
+    return torch.cat(out) if out else torch.empty(0, model.config.num_labels)
+
+
+def format_predictions(task: Task, logits: torch.Tensor) -> list[str]:
+    """Label names for classification (0/1 for binary tasks, names for NLI); STS-B scores clipped to [0, 5]."""
+    if task.is_regression:
+        return [f"{x:.3f}" for x in logits.squeeze(-1).clamp(0.0, 5.0).tolist()]
+    return [task.labels[i] for i in logits.argmax(-1).tolist()]
+
+
+def write_submission(path: Path, indices: list[int], preds: list[str]) -> None:
+    assert len(indices) == len(preds), (len(indices), len(preds))
+    lines = ["index\tprediction"] + [f"{i}\t{p}" for i, p in zip(indices, preds)]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def zip_submissions(out_dir: Path, name: str = "glue_submission.zip") -> Path:
+    """Every submission .tsv in out_dir, in one zip for the GLUE server (written beside, then renamed)."""
+    target = out_dir / name
+    tmp = out_dir / f".{name}.tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(out_dir.glob("*.tsv")):
+            z.write(f, f.name)
+    tmp.replace(target)
+    return target

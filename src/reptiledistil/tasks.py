@@ -1,0 +1,117 @@
+"""The GLUE task table: one row per task, everything the data, metrics and submission code need.
+
+Column names are those of the classic `glue_data/<TASK>/` TSV files written by `download_glue_data.py`;
+`hub_*` fields describe the same task in the `nyu-mll/glue` dataset on the Hugging Face hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """One labelled evaluation file (MNLI has two: matched and mismatched)."""
+
+    name: str  # metric prefix and log name, e.g. "dev" or "dev_mm"
+    file: str  # file name in the task directory
+    hub_split: str
+
+
+@dataclass(frozen=True)
+class TestSplit:
+    """One unlabelled test file and the submission file the GLUE server expects for it."""
+
+    file: str
+    submission: str  # e.g. "MNLI-m.tsv"
+    hub_split: str
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # config key, lower case: "rte"
+    dir: str  # folder under glue_data: "RTE"
+    text_a: str  # column in the labelled files
+    text_b: str | None
+    label_col: str | None  # None for test-only tasks (AX)
+    labels: tuple[str, ...]  # label names in id order; () for regression
+    metrics: tuple[str, ...]  # names in reptiledistil.metrics
+    selection: tuple[str, ...]  # model selection: mean of these metrics
+    eval_splits: tuple[EvalSplit, ...]
+    test_splits: tuple[TestSplit, ...]
+    # Test files name their columns differently for some tasks.
+    test_text_a: str
+    test_text_b: str | None
+    hub_config: str
+    hub_text_a: str
+    hub_text_b: str | None
+    train_file: str | None = "train.tsv"
+    # CoLA's train/dev files have no header: these names are given to their columns.
+    headerless_columns: tuple[str, ...] = ()
+    label_aliases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.labels
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.is_regression else len(self.labels)
+
+
+def _dev(hub: str = "validation") -> tuple[EvalSplit, ...]:
+    return (EvalSplit("dev", "dev.tsv", hub),)
+
+
+def _test(submission: str) -> tuple[TestSplit, ...]:
+    return (TestSplit("test.tsv", submission, "test"),)
+
+
+BINARY = ("0", "1")
+NLI2 = ("entailment", "not_entailment")
+MNLI_LABELS = ("entailment", "neutral", "contradiction")  # the hub's order, so hub ids map one-to-one
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("cola", "CoLA", "sentence", None, "label", BINARY, ("mcc", "accuracy"), ("mcc",),
+             _dev(), _test("CoLA.tsv"), "sentence", None, "cola", "sentence", None,
+             headerless_columns=("source", "label", "label_notation", "sentence")),
+        Task("sst2", "SST-2", "sentence", None, "label", BINARY, ("accuracy",), ("accuracy",),
+             _dev(), _test("SST-2.tsv"), "sentence", None, "sst2", "sentence", None),
+        Task("mrpc", "MRPC", "#1 String", "#2 String", "Quality", BINARY, ("f1", "accuracy"), ("f1", "accuracy"),
+             _dev(), _test("MRPC.tsv"), "#1 String", "#2 String", "mrpc", "sentence1", "sentence2"),
+        Task("stsb", "STS-B", "sentence1", "sentence2", "score", (), ("pearson", "spearman"), ("pearson", "spearman"),
+             _dev(), _test("STS-B.tsv"), "sentence1", "sentence2", "stsb", "sentence1", "sentence2"),
+        Task("qqp", "QQP", "question1", "question2", "is_duplicate", BINARY, ("f1", "accuracy"), ("f1", "accuracy"),
+             _dev(), _test("QQP.tsv"), "question1", "question2", "qqp", "question1", "question2"),
+        Task("mnli", "MNLI", "sentence1", "sentence2", "gold_label", MNLI_LABELS, ("accuracy",), ("accuracy",),
+             (EvalSplit("dev", "dev_matched.tsv", "validation_matched"),
+              EvalSplit("dev_mm", "dev_mismatched.tsv", "validation_mismatched")),
+             (TestSplit("test_matched.tsv", "MNLI-m.tsv", "test_matched"),
+              TestSplit("test_mismatched.tsv", "MNLI-mm.tsv", "test_mismatched")),
+             "sentence1", "sentence2", "mnli", "premise", "hypothesis"),
+        Task("qnli", "QNLI", "question", "sentence", "label", NLI2, ("accuracy",), ("accuracy",),
+             _dev(), _test("QNLI.tsv"), "question", "sentence", "qnli", "question", "sentence"),
+        Task("rte", "RTE", "sentence1", "sentence2", "label", NLI2, ("accuracy",), ("accuracy",),
+             _dev(), _test("RTE.tsv"), "sentence1", "sentence2", "rte", "sentence1", "sentence2"),
+        Task("wnli", "WNLI", "sentence1", "sentence2", "label", BINARY, ("accuracy",), ("accuracy",),
+             _dev(), _test("WNLI.tsv"), "sentence1", "sentence2", "wnli", "sentence1", "sentence2"),
+        # AX: diagnostic set, test only, predicted with an MNLI model (hence MNLI's labels).
+        Task("ax", "diagnostic", "sentence1", "sentence2", None, MNLI_LABELS, (), (),
+             (), (TestSplit("diagnostic.tsv", "AX.tsv", "test"),), "sentence1", "sentence2",
+             "ax", "premise", "hypothesis", train_file=None),
+    ]
+}
+
+
+def get_task(name: str) -> Task:
+    key = str(name).lower().replace("-", "")
+    if key not in TASKS:
+        raise ConfigError(
+            f"Unknown task {name!r}. Valid tasks: {', '.join(TASKS)}. "
+            "Pick one with task=<name>, e.g. `python finetune_teacher.py task=rte`."
+        )
+    return TASKS[key]

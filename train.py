@@ -1,0 +1,17 @@
+"""python train.py [overrides]   (see conf/train.yaml)"""
+
+import hydra
+from omegaconf import DictConfig
+
+from reptiledistil.cli import report_errors
+from reptiledistil.run import distil
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@report_errors
+def main(cfg: DictConfig):
+    return distil(cfg)
+
+
+if __name__ == "__main__":
+    main()
