@@ -70,7 +70,12 @@ class ParamPairs:
 
 def _check_shape(tname: str, t: torch.Tensor, sname: str, s: torch.Tensor) -> None:
     if t.shape != s.shape:
-        what = "vocabulary" if "word_embeddings" in tname else ("label count" if "classifier" in tname else "width")
+        rows_differ = t.shape[0] != s.shape[0] and t.shape[1:] == s.shape[1:]
+        what = "width"  # hidden size: every other difference follows from it
+        if rows_differ and "word_embeddings" in tname:
+            what = "vocabulary"
+        elif rows_differ and "classifier" in tname:
+            what = "label count"
         raise ConfigError(f"Teacher and student differ in {what}: {tname} {tuple(t.shape)} vs {sname} {tuple(s.shape)}. "
                           "The student must have the teacher's hidden size, vocabulary and number of labels.")
 
