@@ -1,0 +1,110 @@
+"""Bad distillation input: a clear ConfigError, raised before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import compose_cfg, quick, save_tiny_bert, write_glue
+from reptiledistil.errors import ConfigError
+from reptiledistil.module import DistilModule
+from reptiledistil.run import distil, finetune
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_bert):
+    tmp = tmp_path_factory.mktemp("distil_err")
+    glue = write_glue(tmp / "glue_data")
+    teacher = tmp / "teacher_rte"
+    finetune(compose_cfg("finetune_teacher", quick(tmp, glue) + [
+        "task=rte", f"model.teacher_init={tiny_bert}", f"output_dir={teacher}"]))
+    return tmp, glue, teacher
+
+
+def _cfg(env, tiny_bert, *extra, out="out"):
+    tmp, glue, teacher = env
+    return compose_cfg("train", quick(tmp, glue) + [
+        "task=rte", f"teacher_dir={teacher}", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
+        f"output_dir={tmp / out}", *extra])
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["alpha=1.5"], r"alpha=1.5 is outside \[0, 1\]"),
+    (["temperature=0"], r"temperature=0.* must be > 0"),
+    (["model.student.num_layers=3"], "multiple of the student depth"),
+    (["model.student.num_layers=3", "strategy=both"], "multiple of the student depth"),
+])
+def test_bad_hyperparameters(env, tiny_bert, extra, match):
+    with pytest.raises(ConfigError, match=match):
+        distil(_cfg(env, tiny_bert, *extra, out="bad"))
+    assert not (env[0] / "bad").exists() and not (env[0] / ".bad.partial").exists()
+
+
+def test_missing_teacher_says_how_to_make_one(env, tiny_bert, tmp_path):
+    with pytest.raises(ConfigError, match=r"does not exist.*python finetune_teacher.py task=rte"):
+        distil(_cfg(env, tiny_bert, f"teacher_dir={tmp_path / 'nope' / 'teacher'}"))
+
+
+def test_teacher_of_another_task_refused(env, tiny_bert):
+    with pytest.raises(ConfigError, match="fine-tuned on task 'rte', not 'mrpc'"):
+        distil(_cfg(env, tiny_bert, "task=mrpc"))
+
+
+def test_deeper_student_refused(env, tiny_bert, tmp_path):
+    deep = save_tiny_bert(tmp_path / "deep", layers=6)
+    with pytest.raises(ConfigError, match=r"more layers \(6\) than the teacher \(4\)"):
+        distil(_cfg(env, tiny_bert, "model.student.init=pretrained", f"model.student.source={deep}"))
+
+
+def test_width_mismatch_refused(env, tiny_bert, tmp_path):
+    wide = save_tiny_bert(tmp_path / "wide", layers=4, hidden=64)
+    with pytest.raises(ConfigError, match="differ in width"):
+        distil(_cfg(env, tiny_bert, f"model.student.source={wide}"))
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(env, tiny_bert, monkeypatch):
+    real_loss = DistilModule.loss
+    steps_per_epoch = 3  # 24 training examples, batch size 8
+
+    def loss(self, *a):
+        value = real_loss(self, *a)
+        return value * float("nan") if self.outer_step >= steps_per_epoch + 1 else value
+
+    monkeypatch.setattr(DistilModule, "loss", loss)
+    with pytest.raises(ConfigError, match=r"became nan at step 4.*best checkpoint so far \(epoch 1\)"):
+        distil(_cfg(env, tiny_bert, "epochs=2", out="nan"))
+    partial = env[0] / ".nan.partial"
+    assert (partial / "student" / "model.safetensors").is_file()  # epoch 1's model survives
+    assert not (env[0] / "nan").exists()
+    with pytest.raises(ConfigError, match="partial results of an earlier run"):
+        distil(_cfg(env, tiny_bert, out="nan"))
+
+
+def test_multirun_sweep(env, tiny_bert, tmp_path):
+    tmp, glue, teacher = env
+    cmd = [sys.executable, "train.py", "-m", "alpha=0.1,0.9", "epochs=1", "batch_size=8", "max_seq_length=32",
+           f"data.glue_dir={glue}", f"teacher_dir={teacher}", f"model.student.source={tiny_bert}",
+           "model.student.num_layers=2", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+           f"output_dir={tmp_path}/models/a${{alpha}}", f"hydra.sweep.dir={tmp_path}/multirun"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    for alpha, job in (("0.1", "0"), ("0.9", "1")):
+        metrics = json.loads((tmp_path / "models" / f"a{alpha}" / "metrics.json").read_text())
+        assert metrics["config"]["alpha"] == float(alpha)
+        assert (tmp_path / "multirun" / job / ".hydra" / "overrides.yaml").is_file()
+        assert list((tmp_path / "multirun" / job / "csv").rglob("metrics.csv")), "CSV logs in the sweep folder"
+
+
+def test_cli_reports_config_errors_without_traceback(env, tiny_bert):
+    res = subprocess.run([sys.executable, "train.py", "alpha=2", f"teacher_dir={env[2]}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2
+    assert "error: alpha=2 is outside [0, 1]" in res.stderr and "Traceback" not in res.stderr
