@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -87,10 +88,23 @@ def _task_file(task: Task, glue_dir: Path, file: str) -> Path:
     return path
 
 
+_UNLABELLED = ("{path} has no {col!r} column: it looks like an unlabelled test file, which cannot give metrics. "
+               "Use split=test to write predictions, or a dev file for metrics.")
+
+
+def _first_field(path: Path) -> str:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return f.readline().split("\t", 1)[0].strip()
+
+
 def load_tsv_split(task: Task, glue_dir: Path, file: str, labelled: bool) -> datasets.Dataset:
     """One split of `task` from its classic TSV file."""
     path = _task_file(task, glue_dir, file)
     header = task.headerless_columns if (labelled and task.headerless_columns) else None
+    if header and _first_field(path) == "index":
+        # A test file ("index<TAB>sentence") where a headerless labelled file belongs (CoLA): say so, rather
+        # than report its header as a malformed row.
+        raise ConfigError(_UNLABELLED.format(path=path, col=task.label_col))
     rows = read_tsv(path, header)
     a_col, b_col = (task.text_a, task.text_b) if labelled else (task.test_text_a, task.test_text_b)
     cols: dict[str, list] = {"idx": [], "text_a": [], "text_b": []}
@@ -108,9 +122,7 @@ def load_tsv_split(task: Task, glue_dir: Path, file: str, labelled: bool) -> dat
         cols["idx"].append(int(idx) if idx is not None and idx.isdigit() else i)
         if labelled:
             if task.label_col not in row:
-                raise ConfigError(
-                    f"{path} has no {task.label_col!r} column: it looks like an unlabelled test file, "
-                    "which cannot give metrics. Use split=test to write predictions, or a dev file for metrics.")
+                raise ConfigError(_UNLABELLED.format(path=path, col=task.label_col))
             cols["labels"].append(_label_id(task, row[task.label_col], where))
     return datasets.Dataset.from_dict(cols)
 
@@ -159,8 +171,10 @@ def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_l
         b = batch["text_b"] if any(t is not None for t in batch["text_b"]) else None
         return tokenizer(batch["text_a"], b, truncation=True, max_length=max_seq_length)
 
-    # In memory: never writes a cache file beside the (read-only) data.
-    return ds.map(enc, batched=True, remove_columns=["text_a", "text_b"], keep_in_memory=True)
+    # In memory: never writes a cache file beside the (read-only) data. A given fingerprint spares datasets
+    # from hashing the tokenizer (about a second per call) for a cache that is never used.
+    return ds.map(enc, batched=True, remove_columns=["text_a", "text_b"], keep_in_memory=True,
+                  load_from_cache_file=False, new_fingerprint=uuid.uuid4().hex)
 
 
 def check_max_seq_length(max_seq_length: int, max_positions: int) -> None:

@@ -7,9 +7,25 @@ The selection metric (used to pick the best epoch) is the mean of the task's `se
 from __future__ import annotations
 
 import torch
-from torchmetrics import Accuracy, F1Score, MatthewsCorrCoef, Metric, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
+from torchmetrics import Accuracy, F1Score, Metric, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
+from torchmetrics.classification import BinaryMatthewsCorrCoef
 
 from .tasks import Task
+
+
+class GlueMCC(BinaryMatthewsCorrCoef):
+    """MCC as GLUE (scikit-learn) defines it: 0 when the confusion matrix has an empty row or column.
+
+    torchmetrics returns a limit value there instead, which is > 0 for a model that always predicts the
+    majority class: a collapsed CoLA model would score above a real one and could be selected as best.
+    """
+
+    def compute(self) -> torch.Tensor:
+        tn, fp, fn, tp = self.confmat.double().reshape(-1)  # already summed over processes
+        denom = ((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)).sqrt()
+        if denom == 0:
+            return torch.zeros((), device=denom.device)
+        return ((tp * tn - fp * fn) / denom).float()
 
 
 def _make(name: str, task: Task) -> Metric:
@@ -18,7 +34,7 @@ def _make(name: str, task: Task) -> Metric:
     if name == "f1":  # F1 of the positive class, as GLUE reports for MRPC and QQP
         return F1Score(task="binary")
     if name == "mcc":
-        return MatthewsCorrCoef(task="binary")
+        return GlueMCC()
     if name == "pearson":
         return PearsonCorrCoef()
     if name == "spearman":

@@ -166,14 +166,111 @@ class DistilModule(GlueModule):
             return task_loss(s_logits, labels, self.task.is_regression)
         return kd_loss(s_logits, t_logits, labels, self.alpha, self.temperature, self.task.is_regression)
 
-    def fast_student(self, loss: torch.Tensor, retain_graph: bool) -> list[torch.Tensor]:
-        """(a) The student after one step of a fresh AdamW on `loss` (gradient clipped first)."""
+    def fast_student(self, inputs, labels, s_logits: torch.Tensor) -> list[torch.Tensor]:
+        """(a) The student's parameters after one step of a fresh AdamW on the KD loss against the current
+        teacher (gradient clipped first). Closed form: no copy of the model, no optimizer built."""
+        loss = self.loss(s_logits, self.teacher_logits(inputs), labels)
         params = self._student_params
-        grads = list(torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True))
-        present = [g for g in grads if g is not None]
-        clip_grads_(present, self.max_grad_norm)
+        grads = list(torch.autograd.grad(loss, params, retain_graph=self.share_forward, allow_unused=True))
+        clip_grads_([g for g in grads if g is not None], self.max_grad_norm)
         lr, _, betas, eps = self._fast_hp[0]
         return fresh_adamw_step(params, grads, lr, [h[1] for h in self._fast_hp], betas, eps)
+
+    def training_step(self, batch, batch_idx):
+        loss = task_loss(self.model(**model_inputs(batch)).logits, batch["labels"], self.task.is_regression)
+        self.check_finite(loss, self.global_step)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        opt, sched = make_optimizer(self.optimizer_factory, self.model, self.trainer.estimated_stepping_batches, self.warmup_ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class DistilModule(GlueModule):
+    """Distils `teacher` into `student` with method reptile (the paper), kd (frozen teacher) or finetune (no teacher).
+
+    One training step of method=reptile (batch x, y):
+      (a) g1 = grad_s L(s(x), t(x), y); clipped; s' = one fresh-AdamW step from s (closed form, no copy of the model)
+      (b) teacher.grad = t[mapped] - s'; clipped; teacher AdamW + schedule step
+      (c) g2 = grad_s L(s(x), t_new(x), y); clipped; student AdamW + schedule step
+    """
+
+    def __init__(self, teacher: PreTrainedModel | None, student: PreTrainedModel, task: Task, eval_names: list[str],
+                 method: str, alpha: float, temperature: float, student_optimizer: Callable,
+                 teacher_optimizer: Callable | None, warmup_ratio: float, max_grad_norm: float,
+                 pairs: ParamPairs | None = None, update: str = "pseudo_grad", epsilon: float = 1.0,
+                 share_forward: bool = False):
+        super().__init__(task, eval_names)
+        self.automatic_optimization = False
+        self.teacher, self.student = teacher, student.train()
+        self.method, self.alpha, self.temperature = method, alpha, temperature
+        self.student_optimizer, self.teacher_optimizer = student_optimizer, teacher_optimizer
+        self.warmup_ratio, self.max_grad_norm = warmup_ratio, max_grad_norm
+        self.pairs, self.update, self.epsilon, self.share_forward = pairs, update, epsilon, share_forward
+        self.outer_step = 0  # one per batch; Lightning's global_step counts every optimizer step
+        if teacher is not None:
+            # The teacher moves only through its optimizer (pseudo-gradients), never through backprop.
+            teacher.requires_grad_(False)
+
+    @property
+    def eval_model(self) -> PreTrainedModel:
+        return self.student
+
+    def configure_optimizers(self):
+        total = self.trainer.estimated_stepping_batches
+        opt_s, sched_s = make_optimizer(self.student_optimizer, self.student, total, self.warmup_ratio)
+        if self.method != "reptile" or self.update != "pseudo_grad":
+            return [opt_s], [{"scheduler": sched_s, "interval": "step"}]
+        # The teacher's params have requires_grad False; param_groups skips those, so build its groups explicitly.
+        self.teacher.requires_grad_(True)
+        opt_t, sched_t = make_optimizer(self.teacher_optimizer, self.teacher, total, self.warmup_ratio)
+        self.teacher.requires_grad_(False)
+        return [opt_s, opt_t], [{"scheduler": sched_s, "interval": "step"}, {"scheduler": sched_t, "interval": "step"}]
+
+    def on_fit_start(self) -> None:
+        # Per-parameter hyper-parameters of the fast step: the student's groups, at the initial learning rate.
+        opt = self.optimizers()[0] if isinstance(self.optimizers(), list) else self.optimizers()
+        hp = {}
+        for g in opt.optimizer.param_groups:
+            for p in g["params"]:
+                hp[p] = (g.get("initial_lr", g["lr"]), g["weight_decay"], g["betas"], g["eps"])
+        self._student_params = [p for p in self.student.parameters() if p in hp]
+        self._fast_hp = [hp[p] for p in self._student_params]
+
+    def teacher_logits(self, inputs) -> torch.Tensor | None:
+        if self.teacher is None:
+            return None
+        self.teacher.eval()  # frozen for the KD loss: no dropout (Lightning puts the whole module in train mode)
+        with torch.no_grad():
+            return self.teacher(**inputs).logits
+
+    def loss(self, s_logits, t_logits, labels) -> torch.Tensor:
+        if t_logits is None:
+            return task_loss(s_logits, labels, self.task.is_regression)
+        return kd_loss(s_logits, t_logits, labels, self.alpha, self.temperature, self.task.is_regression)
+
+    def fast_student(self, inputs, labels, s_logits: torch.Tensor) -> list[torch.Tensor]:
+        """(a) The student's parameters after one step of a fresh AdamW on the KD loss against the current
+        teacher (gradient clipped first). Closed form: no copy of the model, no optimizer built."""
+        loss = self.loss(s_logits, self.teacher_logits(inputs), labels)
+        params = self._student_params
+        grads = list(torch.autograd.grad(loss, params, retain_graph=self.share_forward, allow_unused=True))
+        clip_grads_([g for g in grads if g is not None], self.max_grad_norm)
+        lr, _, betas, eps = self._fast_hp[0]
+        return fresh_adamw_step(params, grads, lr, [h[1] for h in self._fast_hp], betas, eps)
+
+    def update_teacher(self, fast: list[torch.Tensor], opt_t, sched_t) -> None:
+        """(b) Reptile: move the mapped teacher parameters towards the fast student."""
+        if self.update == "interpolate":
+            interpolate_teacher_(self.pairs, fast, self.epsilon)
+            return
+        opt_t.zero_grad(set_to_none=True)
+        set_teacher_pseudo_grads(self.pairs, fast)
+        self.clip_gradients(opt_t, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+        opt_t.step()
+        sched_t.step()
+        opt_t.zero_grad(set_to_none=True)  # free the pseudo-gradients until the next step
 
     def training_step(self, batch, batch_idx):
         inputs, labels = model_inputs(batch), batch["labels"]
@@ -184,21 +281,20 @@ class DistilModule(GlueModule):
 
         s_logits = self.student(**inputs).logits
         if self.method == "reptile":
-            # (a) fast student against the current teacher
-            fast = self.fast_student(self.loss(s_logits, self.teacher_logits(inputs), labels), retain_graph=self.share_forward)
-            # (b) Reptile teacher update
-            if self.update == "pseudo_grad":
+            # (a) fast student, against the current teacher
+            fast = self.fast_student(inputs, labels, s_logits)
+            # (b) Reptile teacher update: pseudo-gradient theta_t - theta_fast on mapped parameters
+            if self.update == "interpolate":
+                interpolate_teacher_(self.pairs, fast, self.epsilon)
+            else:
                 opt_t, sched_t = opts[1], scheds[1]
-                opt_t.zero_grad(set_to_none=True)
                 set_teacher_pseudo_grads(self.pairs, fast)
                 self.clip_gradients(opt_t, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
                 opt_t.step()
                 sched_t.step()
-                opt_t.zero_grad(set_to_none=True)
-            else:
-                interpolate_teacher_(self.pairs, fast, self.epsilon)
+                opt_t.zero_grad(set_to_none=True)  # free the pseudo-gradients until the next step
             del fast
-            if not self.share_forward:
+            if not self.share_forward:  # a fresh forward (new dropout mask), as the reference code does
                 s_logits = self.student(**inputs).logits
         # (c) the real student step, against the (updated) teacher
         loss = self.loss(s_logits, self.teacher_logits(inputs), labels)

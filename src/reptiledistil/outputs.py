@@ -21,6 +21,8 @@ def _umask() -> int:
 def check_output_dir(path: str | Path, overwrite: bool) -> Path:
     """Refuse an output directory that already holds results, unless overwrite=true."""
     path = Path(path)
+    if path.exists() and not path.is_dir():  # even overwrite=true must not delete a file
+        raise ConfigError(f"Output directory {path.resolve()} is a file, not a directory. Choose another output_dir=<dir>.")
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise ConfigError(f"Output directory {path.resolve()} already holds results. Pass overwrite=true to replace "
                           "them, or choose another output_dir=<dir>.")

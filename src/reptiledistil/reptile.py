@@ -26,39 +26,48 @@ def clip_grads_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fresh_adamw_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None], lr: float,
+def fresh_adamw_step(params: Sequence[torch.Tensor], grads: list[torch.Tensor | None], lr: float,
                      weight_decays: Sequence[float], betas: tuple[float, float] = (0.9, 0.999),
                      eps: float = 1e-8) -> list[torch.Tensor]:
     """The parameters after one step of a newly built torch.optim.AdamW, without touching `params`.
 
     Written with the same operations in the same order as torch's AdamW so the result matches it to
     rounding. A parameter whose grad is None is skipped by AdamW (no decay either) and comes back as is.
+    Consumes `grads` (its entries become None as they are used), so the gradients and the result are
+    never all in memory at once.
     """
     beta1, beta2 = betas
     step_size = lr / (1 - beta1)
     bc2_sqrt = (1 - beta2) ** 0.5
     out = []
-    for p, g, wd in zip(params, grads, weight_decays):
+    for i, (p, wd) in enumerate(zip(params, weight_decays)):
+        g, grads[i] = grads[i], None
         if g is None:
-            out.append(p.detach())
+            out.append(p.detach().clone())  # a copy: callers may reuse the result's memory
             continue
         new = p.detach().mul(1 - lr * wd) if wd else p.detach().clone()
-        exp_avg = g.mul(1 - beta1)
         denom = torch.zeros_like(g).addcmul_(g, g, value=1 - beta2).sqrt_().div_(bc2_sqrt).add_(eps)
-        out.append(new.addcdiv_(exp_avg, denom, value=-step_size))
+        out.append(new.addcdiv_(g.mul_(1 - beta1), denom, value=-step_size))
+        del g, denom
     return out
 
 
 @torch.no_grad()
-def set_teacher_pseudo_grads(pairs: ParamPairs, fast_student: Sequence[torch.Tensor]) -> None:
+def set_teacher_pseudo_grads(pairs: ParamPairs, fast_student: list[torch.Tensor]) -> None:
     """teacher.grad = theta_teacher - theta_fast_student[mapped] for every mapped teacher parameter.
 
     Unmapped teacher parameters keep grad None, so their AdamW leaves them (and their decay) alone.
+    Consumes `fast_student`: a fast tensor becomes the gradient of the last teacher parameter it is paired
+    with ((-f) + t is exactly t - f), so no second copy of the student is made.
     """
-    fast = [fast_student[i] for i in pairs.student_index]
-    grads = torch._foreach_sub([p.detach() for p in pairs.teacher_params], fast)
-    for p, g in zip(pairs.teacher_params, grads):
-        p.grad = g
+    last_use = {si: j for j, si in enumerate(pairs.student_index)}
+    for j, (p, si) in enumerate(zip(pairs.teacher_params, pairs.student_index)):
+        f = fast_student[si]
+        if last_use[si] == j:
+            p.grad = f.neg_().add_(p.detach())
+            fast_student[si] = None
+        else:
+            p.grad = p.detach() - f
 
 
 @torch.no_grad()

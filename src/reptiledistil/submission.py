@@ -30,7 +30,8 @@ def predict_logits(model, tokenizer, ds: datasets.Dataset, max_seq_length: int, 
 def format_predictions(task: Task, logits: torch.Tensor) -> list[str]:
     """Label names for classification (0/1 for binary tasks, names for NLI); STS-B scores clipped to [0, 5]."""
     if task.is_regression:
-        return [f"{x:.3f}" for x in logits.squeeze(-1).clamp(0.0, 5.0).tolist()]
+        # + 0.0 turns -0.0 (which clamp keeps) into 0.0, so no "-0.000" reaches the server.
+        return [f"{x + 0.0:.3f}" for x in logits.squeeze(-1).clamp(0.0, 5.0).tolist()]
     return [task.labels[i] for i in logits.argmax(-1).tolist()]
 
 

@@ -1,0 +1,172 @@
+"""Cost of one distillation step on the offline preset (MiniLM-L6 teacher, 3-layer student).
+
+Times the same batches through
+  kd          plain KD step (frozen teacher)                                   the baseline of every ratio
+  reference   Reptile as the reference code does it: deepcopy the student, build a fresh AdamW,
+              step it, gc.collect() (kept here only as the thing to beat)
+  ours        ReptileDistil's step (closed-form fast student, in-place pseudo-gradients), separate forwards
+  ours-shared the same with one student forward shared by the fast and the real step (the default)
+Seconds per step are medians over interleaved rounds after warm-up; peak RSS is measured in a fresh
+process per method. Usage:
+  python bench/step_cost.py                       # 64 and 128 tokens, batch 32
+  python bench/step_cost.py --seq 64 --steps 3    # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, write_results  # noqa: E402
+
+from reptiledistil.layer_map import layer_mapping, parameter_pairs  # noqa: E402
+from reptiledistil.models import build_student, load_for_finetuning, minilm_dir  # noqa: E402
+from reptiledistil.module import DistilModule, param_groups  # noqa: E402
+from reptiledistil.tasks import get_task  # noqa: E402
+
+warnings.filterwarnings("ignore")
+METHODS = ("kd", "reference", "ours", "ours-shared")
+TASK = get_task("rte")
+
+
+class ReferenceStyle(DistilModule):
+    """Step (a) as the reference implementation writes it: a deep copy, a fresh AdamW, gc every batch."""
+
+    def fast_student(self, inputs, labels, s_logits):
+        fast = copy.deepcopy(self.student)
+        opt = torch.optim.AdamW(param_groups(fast, 0.01), lr=self._fast_hp[0][0], eps=1e-8)
+        loss = self.loss(fast(**inputs).logits, self.teacher_logits(inputs), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(fast.parameters(), self.max_grad_norm)
+        opt.step()
+        out = [p.detach() for p in fast.parameters()]
+        del fast, opt
+        gc.collect()
+        return out
+
+
+class StepTimer(pl.Callback):
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, *a):
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, *a):
+        self.times.append(time.perf_counter() - self.t0)
+
+
+def make_module(method: str) -> DistilModule:
+    teacher = load_for_finetuning(minilm_dir(), TASK)
+    student = build_student("teacher_layers", minilm_dir(), TASK, 3, "skip")
+    pairs = parameter_pairs(teacher, student, layer_mapping("skip", 6, 3))
+    opt = lambda lr: functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.01, eps=1e-8, fused=True)  # as conf/train.yaml
+    cls = ReferenceStyle if method == "reference" else DistilModule
+    return cls(teacher, student, TASK, ["dev"], "kd" if method == "kd" else "reptile", 0.5, 5.0, opt(5e-5), opt(5e-5),
+               0.1, 1.0, pairs, share_forward=(method == "ours-shared"))
+
+
+def batches(n: int, batch: int, seq: int) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    return [{"input_ids": torch.randint(1000, 29000, (batch, seq), generator=g),
+             "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+             "token_type_ids": torch.zeros(batch, seq, dtype=torch.long),
+             "labels": torch.randint(0, 2, (batch,), generator=g)} for _ in range(n)]
+
+
+def run_steps(module: DistilModule, data: list[dict]) -> list[float]:
+    timer = StepTimer()
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer])
+    trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=None))
+    return timer.times
+
+
+def _rss_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(method: str, seq: int, batch: int, steps: int) -> None:
+    """One method in a fresh process: prints its peak RSS during training (MiB) as JSON.
+
+    Loading the models has a higher transient peak than training, so the peak is reset (Linux clear_refs)
+    once the models are built: what is reported is the peak while stepping.
+    """
+    torch.manual_seed(0)
+    module = make_module(method)
+    data = batches(steps, batch, seq)
+    gc.collect()
+    loaded = _rss_mib("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux: the peak then includes loading
+    run_steps(module, data)
+    print(json.dumps({"peak_rss_mib": _rss_mib("VmHWM"), "rss_after_load_mib": loaded}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seq", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per method per round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        return child(args.child[0], int(args.child[1]), int(args.child[2]), int(args.child[3]))
+
+    print(f"threads={torch.get_num_threads()} batch={args.batch} machine={machine()['platform']}")
+    torch.manual_seed(0)
+    modules = {m: make_module(m) for m in METHODS}
+    results = {}
+    for seq in args.seq:
+        data = batches(args.steps, args.batch, seq)
+        for m in METHODS:  # warm-up (allocator, first-call costs)
+            run_steps(modules[m], data[:1])
+        times = {m: [] for m in METHODS}
+        for _ in range(args.rounds):  # interleaved, so drifting machine load hits every method alike
+            for m in METHODS:
+                times[m] += run_steps(modules[m], data)
+        mem = {}
+        for m in METHODS:
+            out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child", m, str(seq),
+                                  str(args.batch), "3"], capture_output=True, text=True, check=True)
+            mem[m] = json.loads(out.stdout.strip().splitlines()[-1])
+        kd_t, kd_mem = statistics.median(times["kd"]), mem["kd"]["peak_rss_mib"]
+        results[str(seq)] = {m: {"median_s": statistics.median(times[m]), "all_s": times[m],
+                                 "ratio_to_kd": statistics.median(times[m]) / kd_t,
+                                 "peak_rss_mib": mem[m]["peak_rss_mib"],
+                                 "peak_rss_ratio_to_kd": mem[m]["peak_rss_mib"] / kd_mem} for m in METHODS}
+        print(f"\nseq {seq}, batch {args.batch}")
+        print(f"{'method':<12} {'s/step':>8} {'x KD':>6} {'peak RSS MiB':>13} {'x KD':>6}")
+        for m, r in results[str(seq)].items():
+            print(f"{m:<12} {r['median_s']:>8.3f} {r['ratio_to_kd']:>6.2f} {r['peak_rss_mib']:>13.0f} "
+                  f"{r['peak_rss_ratio_to_kd']:>6.2f}")
+    path = write_results("step_cost", {"batch": args.batch, "steps": args.steps, "rounds": args.rounds,
+                                       "goal": "ours <= 1.8x KD step, peak RSS <= 1.3x KD", "results": results})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
