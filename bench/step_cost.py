@@ -6,8 +6,8 @@ Times the same batches through
               step it, gc.collect() (kept here only as the thing to beat)
   ours        ReptileDistil's step (closed-form fast student, in-place pseudo-gradients), separate forwards
   ours-shared the same with one student forward shared by the fast and the real step (the default)
-Seconds per step are medians over interleaved rounds after warm-up; peak RSS is measured in a fresh
-process per method. Usage:
+Seconds per step are medians over interleaved rounds after warm-up; peak memory is measured in a fresh
+process per method (CPU: peak RSS while stepping; GPU: peak allocated CUDA memory, with bf16 autocast). Usage:
   python bench/step_cost.py                       # 64 and 128 tokens, batch 32
   python bench/step_cost.py --seq 64 --steps 3    # quicker
 """
@@ -65,9 +65,13 @@ class StepTimer(pl.Callback):
         self.times: list[float] = []
 
     def on_train_batch_start(self, *a):
+        if GPU:
+            torch.cuda.synchronize()
         self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, *a):
+        if GPU:
+            torch.cuda.synchronize()
         self.times.append(time.perf_counter() - self.t0)
 
 
@@ -89,9 +93,14 @@ def batches(n: int, batch: int, seq: int) -> list[dict]:
              "labels": torch.randint(0, 2, (batch,), generator=g)} for _ in range(n)]
 
 
+GPU = torch.cuda.is_available()
+
+
 def run_steps(module: DistilModule, data: list[dict]) -> list[float]:
+    """Steps through Lightning exactly as train.py does: on a GPU with bf16 autocast, else fp32 on the CPU."""
     timer = StepTimer()
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_epochs=1, accelerator="gpu" if GPU else "cpu", devices=1,
+                         precision="bf16-mixed" if GPU else "32-true", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer])
     trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=None))
     return timer.times
@@ -119,8 +128,11 @@ def child(method: str, seq: int, batch: int, steps: int) -> None:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass  # not Linux: the peak then includes loading
+    if GPU:
+        torch.cuda.reset_peak_memory_stats()
     run_steps(module, data)
-    print(json.dumps({"peak_rss_mib": _rss_mib("VmHWM"), "rss_after_load_mib": loaded}))
+    peak = torch.cuda.max_memory_allocated() / 2**20 if GPU else _rss_mib("VmHWM")
+    print(json.dumps({"peak_rss_mib": peak, "rss_after_load_mib": loaded}))
 
 
 def main() -> None:
@@ -136,7 +148,8 @@ def main() -> None:
     if args.child:
         return child(args.child[0], int(args.child[1]), int(args.child[2]), int(args.child[3]))
 
-    print(f"threads={torch.get_num_threads()} batch={args.batch} machine={machine()['platform']}")
+    print(f"threads={torch.get_num_threads()} batch={args.batch} device={machine()['device']} "
+          f"machine={machine()['platform']}")
     torch.manual_seed(0)
     modules = {m: make_module(m) for m in METHODS}
     results = {}

@@ -85,6 +85,12 @@ def check_head(config, task: Task, where: str, fix: str) -> None:
         kind = "a regression task (1 output)" if task.is_regression else f"{task.num_labels} labels"
         raise ConfigError(f"{where} has a {config.num_labels}-way classification head, but task {task.name} needs "
                           f"{kind}. {fix}")
+    # Label names that are the task's own in another order (e.g. a hub MNLI model with contradiction first)
+    # would silently mislabel every prediction and metric: our label ids follow task.labels.
+    names = [str(config.id2label[i]).lower() for i in range(config.num_labels)] if task.labels else []
+    if sorted(names) == sorted(task.labels) and names != list(task.labels):
+        raise ConfigError(f"{where} orders its labels {names}, but task {task.name} uses {list(task.labels)}; its "
+                          f"predictions would be mislabelled. Use a model fine-tuned with this project. {fix}")
 
 
 def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -> PreTrainedModel:
@@ -92,6 +98,10 @@ def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -
     src = check_model_source(path, what, hint)
     config = _from_pretrained(AutoConfig.from_pretrained, src, what.lower())
     check_head(config, task, f"{what} {src}", hint)
+    from .quantize import is_quantized_dir, load_quantized
+
+    if is_quantized_dir(src):  # an int8 export (predict.py quantize=int8 export_dir=...): CPU inference only
+        return load_quantized(src)
     return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, src, what.lower(), config=config)
 
 

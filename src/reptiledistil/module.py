@@ -28,6 +28,18 @@ class NonFiniteLossError(RuntimeError):
         self.step = step
 
 
+def mean_over_processes_(tensors: list[torch.Tensor]) -> None:
+    """All-reduce (mean) a list of tensors in one flat buffer, so every process takes the same fast step."""
+    import torch.distributed as dist
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    flat = _flatten_dense_tensors(tensors)
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for t, f in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
+        t.copy_(f)
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on biases and LayerNorm weights (BERT's recipe)."""
     decay, no_decay = [], []
@@ -172,7 +184,10 @@ class DistilModule(GlueModule):
         loss = self.loss(s_logits, self.teacher_logits(inputs), labels)
         params = self._student_params
         grads = list(torch.autograd.grad(loss, params, retain_graph=self.share_forward, allow_unused=True))
-        clip_grads_([g for g in grads if g is not None], self.max_grad_norm)
+        present = [g for g in grads if g is not None]
+        if self.trainer.world_size > 1:  # autograd.grad bypasses DDP: average over processes as DDP does
+            mean_over_processes_(present)
+        clip_grads_(present, self.max_grad_norm)
         lr, _, betas, eps = self._fast_hp[0]
         return fresh_adamw_step(params, grads, lr, [h[1] for h in self._fast_hp], betas, eps)
 
@@ -256,7 +271,10 @@ class DistilModule(GlueModule):
         loss = self.loss(s_logits, self.teacher_logits(inputs), labels)
         params = self._student_params
         grads = list(torch.autograd.grad(loss, params, retain_graph=self.share_forward, allow_unused=True))
-        clip_grads_([g for g in grads if g is not None], self.max_grad_norm)
+        present = [g for g in grads if g is not None]
+        if self.trainer.world_size > 1:  # autograd.grad bypasses DDP: average over processes as DDP does
+            mean_over_processes_(present)
+        clip_grads_(present, self.max_grad_norm)
         lr, _, betas, eps = self._fast_hp[0]
         return fresh_adamw_step(params, grads, lr, [h[1] for h in self._fast_hp], betas, eps)
 

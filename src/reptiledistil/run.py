@@ -174,11 +174,24 @@ def predict(cfg: DictConfig) -> dict:
 
     from .data import load_split
     from .metrics import compute_metrics, predictions
+    from .quantize import is_quantized_dir, quantize_int8, save_quantized
     from .submission import format_predictions, predict_logits, write_submission, zip_submissions
 
     task = get_task(cfg.task.name)
     if cfg.split not in ("dev", "test"):
         raise ConfigError(f"split must be dev or test, got {cfg.split!r}.")
+    quantize = str(cfg.get("quantize") or "none").lower()
+    export_dir = cfg.get("export_dir")
+    if quantize not in ("none", "int8"):
+        raise ConfigError(f"quantize must be none or int8, got {cfg.get('quantize')!r}.")
+    if export_dir is not None and quantize != "int8":
+        raise ConfigError("export_dir=<dir> saves the int8 model, so it needs quantize=int8.")
+    int8 = quantize == "int8" or is_quantized_dir(cfg.model_dir)
+    if int8 and torch.cuda.is_available():
+        raise ConfigError("int8 dynamic quantization runs on CPU only, and predict would use the CUDA device here. "
+                          "Hide the GPU (CUDA_VISIBLE_DEVICES= python predict.py ...) or pass quantize=none.")
+    if export_dir is not None:
+        check_output_dir(export_dir, cfg.overwrite)
     hint = ("AX is predicted with an MNLI model: pass model_dir=<an MNLI model directory>." if task.name == "ax"
             else f"Pass model_dir=<a model fine-tuned or distilled on {task.name}>.")
     out = Path(cfg.output_dir)
@@ -192,7 +205,13 @@ def predict(cfg: DictConfig) -> dict:
     check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
     splits = load_split(task, cfg.split, cfg.data.glue_dir, cfg.data.source)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    result: dict = {"task": task.name, "model_dir": str(cfg.model_dir), "split": cfg.split}
+    result: dict = {"task": task.name, "model_dir": str(cfg.model_dir), "split": cfg.split,
+                    "quantize": "int8" if int8 else "none"}
+    if quantize == "int8":
+        model = quantize_int8(model, inplace=True)
+        if export_dir is not None:
+            result["export_dir"] = str(save_quantized(model, tokenizer, export_dir, cfg.overwrite))
+            print(f"wrote the int8 model to {export_dir}")
     for name, ds in splits.items():
         logits = predict_logits(model, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size, device)
         if cfg.split == "dev":
