@@ -8,7 +8,7 @@ source "$(dirname "$0")/setup.sh"
 TASK="${TASK:-rte}"
 TEACHER="model/$TASK/teacher"
 STUDENT="model/$TASK/reptile-skip-a0.5-T5.0"
-EPOCHS="${EPOCHS:-3}"
+EPOCHS="${EPOCHS:-2}"
 
 echo "== 1/3 fine-tune the teacher (MiniLM-L6) -> $TEACHER"
 if [ -f "$TEACHER/config.json" ]; then echo "   exists, reused"; else
