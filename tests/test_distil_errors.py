@@ -108,3 +108,20 @@ def test_cli_reports_config_errors_without_traceback(env, tiny_bert):
                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 2
     assert "error: alpha=2 is outside [0, 1]" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ddp_two_cpu_processes(env, tiny_bert, tmp_path):
+    """Two DDP processes (gloo): only rank 0 checks and writes outputs; the run completes and saves both models."""
+    tmp, glue, teacher = env
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "train.py", "trainer=cpu", "+trainer.strategy=ddp", "trainer.devices=2", "epochs=1",
+           "batch_size=4", "max_seq_length=32", f"data.glue_dir={glue}", f"teacher_dir={teacher}",
+           f"model.student.source={tiny_bert}", "model.student.num_layers=2", f"output_dir={out}",
+           "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/run"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["history"][0]["epoch"] == 1
+    assert (out / "student" / "model.safetensors").is_file() and (out / "teacher" / "model.safetensors").is_file()
+    assert not list(tmp_path.glob(".ddp*")), "no staging directory left behind"

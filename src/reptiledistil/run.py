@@ -26,6 +26,8 @@ log = logging.getLogger("reptiledistil")
 OmegaConf.register_new_resolver("minilm_dir", minilm_dir, replace=True)
 # The teacher is kept in eval mode on purpose (frozen for the KD loss); Lightning warns about it.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# Dev metrics are torchmetrics objects, already synced across processes before they are logged.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('val/")
 
 FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={task} (it writes {path})."
 
@@ -48,8 +50,15 @@ def _trainer(cfg: DictConfig, callbacks) -> pl.Trainer:
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=_logger(cfg))
 
 
+def _is_rank_zero() -> bool:
+    # Under DDP, Lightning re-runs the script for ranks 1.. with LOCAL_RANK/RANK set; only rank 0 writes.
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
 def _begin(cfg: DictConfig) -> tuple[Path, Path]:
     """Check the output location before anything slow; returns (final dir, staging dir)."""
+    if not _is_rank_zero():
+        return Path(cfg.output_dir), staging_dir(cfg.output_dir)
     out = check_output_dir(cfg.output_dir, cfg.overwrite)
     stage = staging_dir(out)
     if stage.exists():
@@ -102,10 +111,12 @@ def finetune(cfg: DictConfig) -> dict:
                                 hydra.utils.instantiate(cfg.optimizer), cfg.warmup_ratio)
         best = _fit(cfg, module, dm, stage, "", tokenizer)
     except BaseException:
-        if not any(stage.iterdir()):
+        if stage.is_dir() and not any(stage.iterdir()):
             stage.rmdir()
         raise
     summary = _summary(cfg, task, best, {"model": str(cfg.model.teacher_init)})
+    if not _is_rank_zero():
+        return summary
     write_json_atomic(stage / "dev_metrics.json", summary)
     publish(stage, out)
     _report("Teacher", out, summary)
@@ -152,16 +163,18 @@ def distil(cfg: DictConfig) -> dict:
             cfg.warmup_ratio, cfg.max_grad_norm, pairs, cfg.method.get("update", "pseudo_grad"),
             float(cfg.method.get("epsilon", 1.0)), bool(cfg.method.get("share_forward", False)))
         best = _fit(cfg, module, dm, stage, "student", tokenizer)
-        if method == "reptile":  # the teacher changed: keep its final state too
+        if method == "reptile" and _is_rank_zero():  # the teacher changed: keep its final state too
             teacher.save_pretrained(stage / "teacher")
             tokenizer.save_pretrained(stage / "teacher")
     except BaseException:
-        if not any(stage.iterdir()):
+        if stage.is_dir() and not any(stage.iterdir()):
             stage.rmdir()
         raise
     summary = _summary(cfg, task, best, {"method": method, "strategy": cfg.strategy.name,
                                          "teacher": str(cfg.teacher_dir) if teacher is not None else None,
                                          "student_layers": student.config.num_hidden_layers})
+    if not _is_rank_zero():
+        return summary
     write_json_atomic(stage / "metrics.json", summary)
     publish(stage, out)
     _report(f"Student ({method}, {cfg.strategy.name})", out / "student", summary)
