@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -158,7 +157,8 @@ class DistilModule(GlueModule):
 
     def on_fit_start(self) -> None:
         # Per-parameter hyper-parameters of the fast step: the student's groups, at the initial learning rate.
-        opt = self.optimizers()[0] if isinstance(self.optimizers(), list) else self.optimizers()
+        opts = self.optimizers()
+        opt = opts[0] if isinstance(opts, list) else opts
         hp = {}
         for g in opt.optimizer.param_groups:
             for p in g["params"]:

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -55,10 +56,16 @@ def _is_rank_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
-def _begin(cfg: DictConfig) -> tuple[Path, Path]:
-    """Check the output location before anything slow; returns (final dir, staging dir)."""
+@contextmanager
+def _staged(cfg: DictConfig):
+    """Check the output location before anything slow; yields (final dir, staging dir).
+
+    If the run fails before writing anything, its empty staging dir is removed again; one holding a
+    checkpoint is kept (the last good one).
+    """
     if not _is_rank_zero():
-        return Path(cfg.output_dir), staging_dir(cfg.output_dir)
+        yield Path(cfg.output_dir), staging_dir(cfg.output_dir)
+        return
     out = check_output_dir(cfg.output_dir, cfg.overwrite)
     stage = staging_dir(out)
     if stage.exists():
@@ -67,7 +74,12 @@ def _begin(cfg: DictConfig) -> tuple[Path, Path]:
                               "(its best checkpoint so far). Move it away, or pass overwrite=true to discard it.")
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    return out, stage
+    try:
+        yield out, stage
+    except BaseException:
+        if stage.is_dir() and not any(stage.iterdir()):
+            stage.rmdir()
+        raise
 
 
 def _fit(cfg, module, dm, stage: Path, model_subdir: str, tokenizer) -> BestOnDev:
@@ -91,18 +103,23 @@ def _summary(cfg: DictConfig, task, best: BestOnDev, extra: dict) -> dict:
             "config": OmegaConf.to_container(cfg, resolve=False)}
 
 
-def _report(what: str, out: Path, summary: dict) -> None:
+def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str, model_dir: Path) -> None:
+    """Rank 0: write the summary beside the staged models, move them into place, print best and final dev."""
+    if not _is_rank_zero():
+        return
+    write_json_atomic(stage / summary_file, summary)
+    publish(stage, out)
     b, f = summary["best"], summary["final"]
     fmt = lambda r: ", ".join(f"{k}={v:.4f}" for k, v in r.items() if k not in ("epoch", "step"))
-    print(f"{what} saved to {out}\n  best dev (epoch {b['epoch']}): {fmt(b)}\n  final dev (epoch {f['epoch']}): {fmt(f)}")
+    print(f"{what} saved to {model_dir}\n  best dev (epoch {b['epoch']}): {fmt(b)}\n"
+          f"  final dev (epoch {f['epoch']}): {fmt(f)}")
 
 
 def finetune(cfg: DictConfig) -> dict:
     """Fine-tune a teacher on one GLUE task; save the best-on-dev model and its dev metrics."""
     task = get_task(cfg.task.name)
-    out, stage = _begin(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
-    try:
+    with _staged(cfg) as (out, stage):
+        pl.seed_everything(cfg.seed, workers=True)
         tokenizer = load_tokenizer(cfg.model.teacher_init)
         model = load_for_finetuning(cfg.model.teacher_init, task)
         check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
@@ -110,16 +127,8 @@ def finetune(cfg: DictConfig) -> dict:
         module = FinetuneModule(model, task, [s.name for s in task.eval_splits],
                                 hydra.utils.instantiate(cfg.optimizer), cfg.warmup_ratio)
         best = _fit(cfg, module, dm, stage, "", tokenizer)
-    except BaseException:
-        if stage.is_dir() and not any(stage.iterdir()):
-            stage.rmdir()
-        raise
     summary = _summary(cfg, task, best, {"model": str(cfg.model.teacher_init)})
-    if not _is_rank_zero():
-        return summary
-    write_json_atomic(stage / "dev_metrics.json", summary)
-    publish(stage, out)
-    _report("Teacher", out, summary)
+    _publish(stage, out, "dev_metrics.json", summary, "Teacher", out)
     return summary
 
 
@@ -144,9 +153,8 @@ def distil(cfg: DictConfig) -> dict:
     if method != "finetune":
         hint = FINETUNE_HINT.format(task=task.name, path=cfg.teacher_dir)
         teacher = load_finetuned(cfg.teacher_dir, task, "Teacher", hint)
-    out, stage = _begin(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
-    try:
+    with _staged(cfg) as (out, stage):
+        pl.seed_everything(cfg.seed, workers=True)
         st = cfg.model.student
         student = build_student(st.init, st.source, task, st.num_layers, cfg.strategy.name)
         tokenizer = load_tokenizer(cfg.teacher_dir if teacher is not None else st.source)
@@ -166,18 +174,10 @@ def distil(cfg: DictConfig) -> dict:
         if method == "reptile" and _is_rank_zero():  # the teacher changed: keep its final state too
             teacher.save_pretrained(stage / "teacher")
             tokenizer.save_pretrained(stage / "teacher")
-    except BaseException:
-        if stage.is_dir() and not any(stage.iterdir()):
-            stage.rmdir()
-        raise
     summary = _summary(cfg, task, best, {"method": method, "strategy": cfg.strategy.name,
                                          "teacher": str(cfg.teacher_dir) if teacher is not None else None,
                                          "student_layers": student.config.num_hidden_layers})
-    if not _is_rank_zero():
-        return summary
-    write_json_atomic(stage / "metrics.json", summary)
-    publish(stage, out)
-    _report(f"Student ({method}, {cfg.strategy.name})", out / "student", summary)
+    _publish(stage, out, "metrics.json", summary, f"Student ({method}, {cfg.strategy.name})", out / "student")
     return summary
 
 
