@@ -1,4 +1,4 @@
-"""Helpers shared by the benches: machine description, results JSON."""
+"""Helpers shared by the benches: what machine ran them, how busy it was, and the results JSON."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import datetime
 import json
 import os
 import platform
-import socket
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -15,21 +15,54 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def machine() -> dict:
-    info = {"host": socket.gethostname(), "platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "device": "cpu"}
+def machine_info() -> dict:
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "quantized_engine": torch.backends.quantized.engine, "cuda": torch.cuda.is_available()}
+    try:
+        info["loadavg_at_start"] = os.getloadavg()
+        info["sched_affinity"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
     if torch.cuda.is_available():
-        info["device"] = torch.cuda.get_device_name(0)
+        info["device_name"] = torch.cuda.get_device_name(0)
+    else:
+        info["device_name"] = f"{cpu} ({os.cpu_count()} cores)"
     return info
 
 
+def cpu_clock() -> tuple[float, float, float] | None:
+    """(wall s, whole machine's busy CPU s from /proc/stat, this process's CPU s); None off Linux."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    t = os.times()
+    return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
+
+
+def other_cpu_share(start) -> float | None:
+    """Share of the machine's CPU time that other processes used since `start` (noise in every timing)."""
+    end = cpu_clock()
+    if start is None or end is None:
+        return None
+    wall = end[0] - start[0]
+    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (wall * (os.cpu_count() or 1)))
+
+
 def write_results(name: str, figures: dict) -> Path:
-    """bench/results/<name>-<device>-<date>.json with the command, machine and date."""
+    """bench/results/<name>-<device>-<date>-<time>.json with the command, machine and date (never overwrites a run)."""
     now = datetime.datetime.now(datetime.timezone.utc)
-    m = machine()
-    dev = "cpu" if m["device"] == "cpu" else m["device"].replace(" ", "_")
-    path = RESULTS / f"{name}-{dev}-{now:%Y-%m-%d}.json"
+    m = machine_info()
+    dev = m["device_name"].replace(" ", "_") if m["cuda"] else "cpu"
+    path = RESULTS / f"{name}-{dev}-{now:%Y-%m-%d-%H%M%S}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {"command": " ".join([Path(sys.executable).name] + sys.argv), "date": now.isoformat(timespec="seconds"),
            "machine": m, **figures}

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import re
 import statistics
 import sys
@@ -42,9 +40,11 @@ from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from reptiledistil.outputs import write_json_atomic  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, cpu_clock, machine_info, other_cpu_share  # noqa: E402
 from reptiledistil.quantize import quantize_int8  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GOALS = {  # (preset, batch): minimum speed-up of the int8 student over the fp32 teacher, from the issue
     ("minilm", 1): 4.0, ("minilm", 32): 4.0, ("bert_base", 1): 7.0,
 }
@@ -171,48 +171,6 @@ def evaluate(task_name: str, student_dir: str, glue_dir: str | None, seq_len: in
         res["goal_met"] = res["drop_points"]["selection"] <= MAX_METRIC_DROP
         out["splits"][split] = res
     return out
-
-
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                   if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "quantized_engine": torch.backends.quantized.engine, "cuda": torch.cuda.is_available()}
-    try:
-        info["loadavg_at_start"] = os.getloadavg()
-        info["sched_affinity"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    if torch.cuda.is_available():
-        info["device_name"] = torch.cuda.get_device_name(0)
-    else:
-        info["device_name"] = f"{cpu} ({os.cpu_count()} cores)"
-    return info
-
-
-def cpu_clock() -> tuple[float, float, float] | None:
-    """(wall s, whole machine's busy CPU s from /proc/stat, this process's CPU s); None off Linux."""
-    try:
-        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = (sum(f[:8]) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-    t = os.times()
-    return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
-
-
-def other_cpu_share(start) -> float | None:
-    """Share of the machine's CPU time that other processes used since `start` (noise in every timing)."""
-    end = cpu_clock()
-    if start is None or end is None:
-        return None
-    wall = end[0] - start[0]
-    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (wall * (os.cpu_count() or 1)))
 
 
 def slug(info: dict) -> str:

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results  # noqa: E402
+from common import cpu_clock, machine_info, other_cpu_share, write_results  # noqa: E402
 
 from reptiledistil.layer_map import layer_mapping, parameter_pairs  # noqa: E402
 from reptiledistil.models import build_student, load_for_finetuning, minilm_dir  # noqa: E402
@@ -42,6 +42,7 @@ from reptiledistil.tasks import get_task  # noqa: E402
 warnings.filterwarnings("ignore")
 METHODS = ("kd", "reference", "ours", "ours-shared")
 TASK = get_task("rte")
+GPU = torch.cuda.is_available()
 
 
 class ReferenceStyle(DistilModule):
@@ -91,9 +92,6 @@ def batches(n: int, batch: int, seq: int) -> list[dict]:
              "attention_mask": torch.ones(batch, seq, dtype=torch.long),
              "token_type_ids": torch.zeros(batch, seq, dtype=torch.long),
              "labels": torch.randint(0, 2, (batch,), generator=g)} for _ in range(n)]
-
-
-GPU = torch.cuda.is_available()
 
 
 def run_steps(module: DistilModule, data: list[dict]) -> list[float]:
@@ -148,8 +146,10 @@ def main() -> None:
     if args.child:
         return child(args.child[0], int(args.child[1]), int(args.child[2]), int(args.child[3]))
 
-    print(f"threads={torch.get_num_threads()} batch={args.batch} device={machine()['device']} "
-          f"machine={machine()['platform']}")
+    info = machine_info()
+    print(f"threads={torch.get_num_threads()} batch={args.batch} device={info['device_name']} "
+          f"machine={info['platform']}")
+    start = cpu_clock()
     torch.manual_seed(0)
     modules = {m: make_module(m) for m in METHODS}
     results = {}
@@ -176,8 +176,12 @@ def main() -> None:
         for m, r in results[str(seq)].items():
             print(f"{m:<12} {r['median_s']:>8.3f} {r['ratio_to_kd']:>6.2f} {r['peak_rss_mib']:>13.0f} "
                   f"{r['peak_rss_ratio_to_kd']:>6.2f}")
+    others = other_cpu_share(start)  # how noisy the machine was: other processes' share of its CPU time
+    if others is not None:
+        print(f"\nother processes used {100 * others:.0f}% of the machine's CPU time during this run")
     path = write_results("step_cost", {"batch": args.batch, "steps": args.steps, "rounds": args.rounds,
-                                       "goal": "ours <= 1.8x KD step, peak RSS <= 1.3x KD", "results": results})
+                                       "goal": "ours <= 1.8x KD step, peak RSS <= 1.3x KD", "results": results,
+                                       "other_processes_cpu_share": others})
     print(f"\nwrote {path}")
 
 
