@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from reptiledistil.cli import report_errors
+from reptiledistil.cli import report_errors, setup_entry_point
 from reptiledistil.run import finetune
 
 
@@ -14,4 +14,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    setup_entry_point()
     main()

@@ -5,11 +5,15 @@ Times the same batches through
   reference   Reptile as the reference code does it: deepcopy the student, build a fresh AdamW,
               step it, gc.collect() (kept here only as the thing to beat)
   ours        ReptileDistil's step (closed-form fast student, in-place pseudo-gradients), separate forwards
-  ours-shared the same with one student forward shared by the fast and the real step (the default)
+              (method.share_forward=false; the `auto` default on GPU)
+  ours-shared the same with one student forward shared by the fast and the real step (share_forward=true;
+              the `auto` default on CPU)
 Seconds per step are medians over interleaved rounds after warm-up; peak memory is measured in a fresh
-process per method (CPU: peak RSS while stepping; GPU: peak allocated CUDA memory, with bf16 autocast). Usage:
+process per method (CPU: peak RSS while stepping; GPU: peak allocated CUDA memory). Precision: --precision,
+default what train.py's `auto` picks (bf16-mixed on a bf16-capable GPU or CPU, else 32-true). Usage:
   python bench/step_cost.py                       # 64 and 128 tokens, batch 32
   python bench/step_cost.py --seq 64 --steps 3    # quicker
+  python bench/step_cost.py --seq 128 --steps 10 --rounds 5   # on a GPU: steps are short, take more
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_clock, machine_info, other_cpu_share, write_results  # noqa: E402
 
+from reptiledistil.hardware import resolve_hardware  # noqa: E402
 from reptiledistil.layer_map import layer_mapping, parameter_pairs  # noqa: E402
 from reptiledistil.models import build_student, load_for_finetuning, minilm_dir  # noqa: E402
-from reptiledistil.module import DistilModule, param_groups  # noqa: E402
+from reptiledistil.module import DistilModule, DistilSettings, param_groups  # noqa: E402
 from reptiledistil.tasks import get_task  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -82,8 +87,9 @@ def make_module(method: str) -> DistilModule:
     pairs = parameter_pairs(teacher, student, layer_mapping("skip", 6, 3))
     opt = lambda lr: functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.01, eps=1e-8, fused=True)  # as conf/train.yaml
     cls = ReferenceStyle if method == "reference" else DistilModule
-    return cls(teacher, student, TASK, ["dev"], "kd" if method == "kd" else "reptile", 0.5, 5.0, opt(5e-5), opt(5e-5),
-               0.1, 1.0, pairs, share_forward=(method == "ours-shared"))
+    settings = DistilSettings(method="kd" if method == "kd" else "reptile", alpha=0.5, temperature=5.0, warmup_ratio=0.1,
+                              max_grad_norm=1.0, update="pseudo_grad", epsilon=1.0, share_forward=method == "ours-shared")
+    return cls(teacher, student, TASK, ["dev"], settings, opt(5e-5), opt(5e-5), pairs)
 
 
 def batches(n: int, batch: int, seq: int) -> list[dict]:
@@ -94,11 +100,14 @@ def batches(n: int, batch: int, seq: int) -> list[dict]:
              "labels": torch.randint(0, 2, (batch,), generator=g)} for _ in range(n)]
 
 
+PRECISION = resolve_hardware("auto", "auto").precision  # replaced by --precision
+
+
 def run_steps(module: DistilModule, data: list[dict]) -> list[float]:
-    """Steps through Lightning exactly as train.py does: on a GPU with bf16 autocast, else fp32 on the CPU."""
+    """Steps through Lightning exactly as train.py does."""
     timer = StepTimer()
     trainer = pl.Trainer(max_epochs=1, accelerator="gpu" if GPU else "cpu", devices=1,
-                         precision="bf16-mixed" if GPU else "32-true", logger=False, enable_checkpointing=False,
+                         precision=PRECISION, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer])
     trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=None))
     return timer.times
@@ -140,14 +149,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per method per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--precision", default="auto", help="auto (as train.py), 32-true, bf16-mixed or 16-mixed")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    global PRECISION
+    PRECISION = resolve_hardware("auto", args.precision).precision
     if args.child:
         return child(args.child[0], int(args.child[1]), int(args.child[2]), int(args.child[3]))
 
     info = machine_info()
-    print(f"threads={torch.get_num_threads()} batch={args.batch} device={info['device_name']} "
+    print(f"threads={torch.get_num_threads()} batch={args.batch} precision={PRECISION} device={info['device_name']} "
           f"machine={info['platform']}")
     start = cpu_clock()
     torch.manual_seed(0)
@@ -163,7 +175,8 @@ def main() -> None:
                 times[m] += run_steps(modules[m], data)
         mem = {}
         for m in METHODS:
-            out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child", m, str(seq),
+            out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--precision", PRECISION,
+                                  "--child", m, str(seq),
                                   str(args.batch), "3"], capture_output=True, text=True, check=True)
             mem[m] = json.loads(out.stdout.strip().splitlines()[-1])
         kd_t, kd_mem = statistics.median(times["kd"]), mem["kd"]["peak_rss_mib"]
@@ -179,8 +192,10 @@ def main() -> None:
     others = other_cpu_share(start)  # how noisy the machine was: other processes' share of its CPU time
     if others is not None:
         print(f"\nother processes used {100 * others:.0f}% of the machine's CPU time during this run")
+    goal = ("GPU, bf16, seq 128: ours <= 1.6x KD step and >= 5x faster than reference; peak memory <= 1.3x KD"
+            if GPU else "CPU: ours <= 1.8x KD step, peak RSS <= 1.3x KD")
     path = write_results("step_cost", {"batch": args.batch, "steps": args.steps, "rounds": args.rounds,
-                                       "goal": "ours <= 1.8x KD step, peak RSS <= 1.3x KD", "results": results,
+                                       "precision": PRECISION, "goal": goal, "results": results,
                                        "other_processes_cpu_share": others})
     print(f"\nwrote {path}")
 

@@ -17,7 +17,9 @@ from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
 
 from reptiledistil.models import minilm_dir  # noqa: E402
 
-import reptiledistil.run  # noqa: E402,F401  (registers the minilm_dir resolver)
+from reptiledistil.run import register_resolvers  # noqa: E402
+
+register_resolvers()  # what the entry scripts do before Hydra composes the configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SHARED_GLUE = Path(__file__).resolve().parents[2] / "shared" / "glue_data"

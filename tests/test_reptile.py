@@ -14,7 +14,7 @@ from transformers import BertForSequenceClassification, get_linear_schedule_with
 from conftest import tiny_bert_config
 from reptiledistil.layer_map import layer_mapping, parameter_pairs
 from reptiledistil.losses import kd_loss
-from reptiledistil.module import DistilModule, param_groups
+from reptiledistil.module import DistilModule, DistilSettings, param_groups
 from reptiledistil.reptile import fresh_adamw_step
 from reptiledistil.tasks import get_task
 
@@ -80,17 +80,25 @@ def reference(teacher, student, batches, mapping):
         sch_s.step()
 
 
-def ours(teacher, student, batches, mapping, fused=False, **kw):
+def settings(**kw) -> DistilSettings:
+    base = dict(method="reptile", alpha=ALPHA, temperature=T, warmup_ratio=0.0, max_grad_norm=CLIP,
+                update="pseudo_grad", epsilon=1.0, share_forward=False)
+    return DistilSettings(**{**base, **kw})
+
+
+def ours(teacher, student, batches, mapping, fused=False, precision="32-true", plugins=None, **kw):
     adamw = functools.partial(torch.optim.AdamW, weight_decay=WD, eps=1e-8, betas=(0.9, 0.999), fused=fused)
     partial, partial_t = functools.partial(adamw, lr=LR_S), functools.partial(adamw, lr=LR_T)
-    module = DistilModule(teacher, student, TASK, ["dev"], "reptile", ALPHA, T, partial, partial_t, 0.0, CLIP,
-                          parameter_pairs(teacher, student, mapping), **kw)
+    module = DistilModule(teacher, student, TASK, ["dev"], settings(**kw), partial, partial_t,
+                          parameter_pairs(teacher, student, mapping))
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         **({"plugins": plugins} if plugins else {"precision": precision}))
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     assert module.outer_step == len(batches)
-    n_opt = 2 if kw.get("update", "pseudo_grad") == "pseudo_grad" else 1
-    assert trainer.global_step == n_opt * len(batches)  # Lightning counts every optimizer's steps
+    # Lightning counts the student's optimizer steps (the teacher is stepped outside it)
+    if not module.skipped_steps:
+        assert trainer.global_step == len(batches)
     return module
 
 

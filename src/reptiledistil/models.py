@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from .errors import ConfigError
@@ -69,11 +70,16 @@ def task_config(name_or_path: str, task: Task, **overrides):
     return config
 
 
+# Weights are always fp32, whatever dtype a checkpoint is stored in (transformers 5 would keep an fp16
+# checkpoint in fp16): the trainer's precision alone decides the compute dtype, via autocast.
+FP32 = {"dtype": torch.float32}
+
+
 def load_for_finetuning(name_or_path: str, task: Task) -> PreTrainedModel:
     """A pretrained encoder with a new head for `task` (the head is freshly initialised)."""
     src = check_model_source(name_or_path, "Pretrained model")
     return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, src, "pretrained model",
-                            config=task_config(src, task))
+                            config=task_config(src, task), **FP32)
 
 
 def check_head(config, task: Task, where: str, fix: str) -> None:
@@ -102,7 +108,7 @@ def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -
 
     if is_quantized_dir(src):  # an int8 export (predict.py quantize=int8 export_dir=...): CPU inference only
         return load_quantized(src)
-    return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, src, what.lower(), config=config)
+    return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, src, what.lower(), config=config, **FP32)
 
 
 def build_student(init: str, source: str, task: Task, num_layers: int | None = None,
@@ -121,6 +127,6 @@ def build_student(init: str, source: str, task: Task, num_layers: int | None = N
     n = num_layers or full.config.num_hidden_layers
     mapping = layer_mapping(strategy, full.config.num_hidden_layers, n)
     config = task_config(check_model_source(source, "Student source"), task, num_hidden_layers=n)
-    student = AutoModelForSequenceClassification.from_config(config)
+    student = AutoModelForSequenceClassification.from_config(config, **FP32)
     copy_teacher_layers(full, student, mapping)
     return student

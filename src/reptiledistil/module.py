@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -58,18 +59,38 @@ def make_optimizer(optimizer: Callable, model: nn.Module, total_steps: int, warm
 
 
 class GlueModule(pl.LightningModule):
-    """Dev evaluation shared by both modules: metrics per eval split, and a selection score."""
+    """Dev evaluation and gradient clipping shared by both modules."""
 
-    def __init__(self, task: Task, eval_names: list[str]):
+    def __init__(self, task: Task, eval_names: list[str], max_grad_norm: float):
         super().__init__()
         self.task = task
         self.eval_names = eval_names
+        self.max_grad_norm = max_grad_norm
         self.val_metrics = nn.ModuleList([build_metrics(task) for _ in eval_names])
         self.last_eval: dict[str, float] = {}
+        self.last_grad_norm: torch.Tensor | None = None
 
     @property
     def eval_model(self) -> PreTrainedModel:
         raise NotImplementedError
+
+    @property
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """The fp16 loss scaler (trainer.precision=16-mixed), else None."""
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Clip every optimizer step here, on unscaled gradients, whatever the precision.
+
+        Lightning's own clipping refuses fused optimizers under mixed precision (they unscale inside
+        step()), so it is not used: for those we unscale first (GradScaler.step then knows); Lightning has
+        already unscaled the others by the time this hook runs. Under bf16 and fp32 there is no scaler.
+        """
+        scaler = self.grad_scaler
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler.unscale_(optimizer)
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        self.last_grad_norm = clip_grads_(grads, self.max_grad_norm)
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         logits = self.eval_model(**model_inputs(batch)).logits
@@ -92,10 +113,11 @@ class GlueModule(pl.LightningModule):
 
 
 class FinetuneModule(GlueModule):
-    """Fine-tunes one model on the task (the teacher): AdamW, linear warmup/decay, clipping by the Trainer."""
+    """Fine-tunes one model on the task (the teacher): AdamW, linear warmup/decay, clipping."""
 
-    def __init__(self, model: PreTrainedModel, task: Task, eval_names: list[str], optimizer: Callable, warmup_ratio: float):
-        super().__init__(task, eval_names)
+    def __init__(self, model: PreTrainedModel, task: Task, eval_names: list[str], optimizer: Callable,
+                 warmup_ratio: float, max_grad_norm: float):
+        super().__init__(task, eval_names, max_grad_norm)
         self.model = model.train()  # from_pretrained returns eval mode: dropout would stay off
         self.optimizer_factory, self.warmup_ratio = optimizer, warmup_ratio
 
@@ -114,28 +136,44 @@ class FinetuneModule(GlueModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+@dataclass(frozen=True)
+class DistilSettings:
+    """The distillation hyper-parameters (their defaults live in conf/train.yaml and conf/method/)."""
+
+    method: str  # reptile | kd | finetune
+    alpha: float  # weight of the KD term
+    temperature: float
+    warmup_ratio: float
+    max_grad_norm: float
+    update: str  # reptile only: pseudo_grad | interpolate
+    epsilon: float  # update=interpolate only
+    share_forward: bool  # reptile only: one student forward for the fast and the real step
+
+
 class DistilModule(GlueModule):
     """Distils `teacher` into `student` with method reptile (the paper), kd (frozen teacher) or finetune (no teacher).
 
     One training step of method=reptile (batch x, y):
       (a) g1 = grad_s L(s(x), t(x), y); clipped; s' = one fresh-AdamW step from s (closed form, no copy of the model)
-      (b) teacher.grad = t[mapped] - s'; clipped; teacher AdamW + schedule step
-      (c) g2 = grad_s L(s(x), t_new(x), y); clipped; student AdamW + schedule step
+      (b) teacher.grad = t[mapped] - s'; clipped; teacher AdamW step
+      (c) g2 = grad_s L(s(x), t_new(x), y); clipped; student AdamW step; both schedules step
+    Mixed precision: the forwards run under autocast, weights and everything in (a) and (b) stay fp32. Under
+    fp16 (16-mixed) a batch whose g1 or g2 is not finite is skipped for both networks (the teacher's step is
+    undone) and the loss scale backs off.
     """
 
     def __init__(self, teacher: PreTrainedModel | None, student: PreTrainedModel, task: Task, eval_names: list[str],
-                 method: str, alpha: float, temperature: float, student_optimizer: Callable,
-                 teacher_optimizer: Callable | None, warmup_ratio: float, max_grad_norm: float,
-                 pairs: ParamPairs | None = None, update: str = "pseudo_grad", epsilon: float = 1.0,
-                 share_forward: bool = False):
-        super().__init__(task, eval_names)
+                 settings: DistilSettings, student_optimizer: Callable, teacher_optimizer: Callable | None = None,
+                 pairs: ParamPairs | None = None):
+        super().__init__(task, eval_names, settings.max_grad_norm)
         self.automatic_optimization = False
         self.teacher, self.student = teacher, student.train()
-        self.method, self.alpha, self.temperature = method, alpha, temperature
+        self.settings = s = settings
+        self.method, self.alpha, self.temperature = s.method, s.alpha, s.temperature
         self.student_optimizer, self.teacher_optimizer = student_optimizer, teacher_optimizer
-        self.warmup_ratio, self.max_grad_norm = warmup_ratio, max_grad_norm
-        self.pairs, self.update, self.epsilon, self.share_forward = pairs, update, epsilon, share_forward
-        self.outer_step = 0  # one per batch; Lightning's global_step counts every optimizer step
+        self.pairs = pairs
+        self.outer_step = 0  # batches trained on; Lightning's global_step counts the student's optimizer steps
+        self.skipped_steps = 0  # fp16 only: batches skipped because a gradient overflowed
         if teacher is not None:
             # The teacher moves only through its optimizer (pseudo-gradients), never through backprop.
             teacher.requires_grad_(False)
@@ -144,10 +182,14 @@ class DistilModule(GlueModule):
     def eval_model(self) -> PreTrainedModel:
         return self.student
 
+    @property
+    def teacher_learns(self) -> bool:
+        return self.method == "reptile" and self.settings.update == "pseudo_grad"
+
     def configure_optimizers(self):
         total = self.trainer.estimated_stepping_batches
         opt_s, sched_s = make_optimizer(self.student_optimizer, self.student, total, self.warmup_ratio)
-        if self.method != "reptile" or self.update != "pseudo_grad":
+        if not self.teacher_learns:
             return [opt_s], [{"scheduler": sched_s, "interval": "step"}]
         # The teacher's params have requires_grad False; param_groups skips those, so build its groups explicitly.
         self.teacher.requires_grad_(True)
@@ -155,7 +197,15 @@ class DistilModule(GlueModule):
         self.teacher.requires_grad_(False)
         return [opt_s, opt_t], [{"scheduler": sched_s, "interval": "step"}, {"scheduler": sched_t, "interval": "step"}]
 
+    @property
+    def warmup_ratio(self) -> float:
+        return self.settings.warmup_ratio
+
     def on_fit_start(self) -> None:
+        for name, net in (("student", self.student), ("teacher", self.teacher)):
+            if net is not None and any(p.dtype != torch.float32 for p in net.parameters()):
+                raise TypeError(f"The {name}'s weights must be fp32 (mixed precision keeps fp32 master weights); "
+                                "load it with dtype=torch.float32.")
         # Per-parameter hyper-parameters of the fast step: the student's groups, at the initial learning rate.
         opts = self.optimizers()
         opt = opts[0] if isinstance(opts, list) else opts
@@ -178,16 +228,24 @@ class DistilModule(GlueModule):
             return task_loss(s_logits, labels, self.task.is_regression)
         return kd_loss(s_logits, t_logits, labels, self.alpha, self.temperature, self.task.is_regression)
 
-    def fast_student(self, inputs, labels, s_logits: torch.Tensor) -> list[torch.Tensor]:
+    def fast_student(self, inputs, labels, s_logits: torch.Tensor) -> list[torch.Tensor] | None:
         """(a) The student's parameters after one step of a fresh AdamW on the KD loss against the current
-        teacher (gradient clipped first). Closed form: no copy of the model, no optimizer built."""
+        teacher (gradient clipped first). Closed form: no copy of the model, no optimizer built.
+        None when the (fp16) gradient overflowed."""
         loss = self.loss(s_logits, self.teacher_logits(inputs), labels)
+        scaler = self.grad_scaler
+        if scaler is not None:  # fp16: scale so small gradients survive the half-precision backward
+            loss = scaler.scale(loss)
         params = self._student_params
-        grads = list(torch.autograd.grad(loss, params, retain_graph=self.share_forward, allow_unused=True))
+        grads = list(torch.autograd.grad(loss, params, retain_graph=self.settings.share_forward, allow_unused=True))
         present = [g for g in grads if g is not None]
         if self.trainer.world_size > 1:  # autograd.grad bypasses DDP: average over processes as DDP does
             mean_over_processes_(present)
-        clip_grads_(present, self.max_grad_norm)
+        if scaler is not None:
+            torch._foreach_div_(present, scaler.get_scale())
+        norm = clip_grads_(present, self.max_grad_norm)
+        if scaler is not None and not torch.isfinite(norm):
+            return None
         lr, _, betas, eps = self._fast_hp[0]
         return fresh_adamw_step(params, grads, lr, [h[1] for h in self._fast_hp], betas, eps)
 
@@ -196,33 +254,70 @@ class DistilModule(GlueModule):
         opts, scheds = self.optimizers(), self.lr_schedulers()
         if not isinstance(opts, list):
             opts, scheds = [opts], [scheds]
-        opt_s, sched_s = opts[0], scheds[0]
+        opt_s = opts[0]
+        scaler = self.grad_scaler
 
         s_logits = self.student(**inputs).logits
+        undo_teacher = None
         if self.method == "reptile":
             # (a) fast student, against the current teacher
             fast = self.fast_student(inputs, labels, s_logits)
+            if fast is None:  # fp16 overflow in g1: neither network moves; smaller loss scale next time
+                return self._skip_batch(scaler)
             # (b) Reptile teacher update: pseudo-gradient theta_t - theta_fast on mapped parameters
-            if self.update == "interpolate":
-                interpolate_teacher_(self.pairs, fast, self.epsilon)
+            opt_t = opts[1].optimizer if self.teacher_learns else None
+            if scaler is not None:  # fp16: g2 may still overflow, and then this batch must not count at all
+                undo_teacher = _snapshot(self.pairs.teacher_params, opt_t)
+            if opt_t is None:
+                interpolate_teacher_(self.pairs, fast, self.settings.epsilon)
             else:
-                opt_t, sched_t = opts[1], scheds[1]
+                # Stepped directly, not through Lightning: the pseudo-gradients are exact fp32 values that
+                # were never loss-scaled, so the fp16 scaler must not unscale them.
                 set_teacher_pseudo_grads(self.pairs, fast)
-                self.clip_gradients(opt_t, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+                clip_grads_([p.grad for p in self.pairs.teacher_params], self.max_grad_norm)
                 opt_t.step()
-                sched_t.step()
                 opt_t.zero_grad(set_to_none=True)  # free the pseudo-gradients until the next step
             del fast
-            if not self.share_forward:  # a fresh forward (new dropout mask), as the reference code does
+            if not self.settings.share_forward:  # a fresh forward (new dropout mask), as the reference code does
                 s_logits = self.student(**inputs).logits
         # (c) the real student step, against the (updated) teacher
         loss = self.loss(s_logits, self.teacher_logits(inputs), labels)
         self.check_finite(loss, self.outer_step)
         opt_s.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        self.clip_gradients(opt_s, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
-        opt_s.step()
-        sched_s.step()
+        opt_s.step()  # on_before_optimizer_step unscales (fp16) and clips; the scaler skips it on overflow
+        if scaler is not None and not torch.isfinite(self.last_grad_norm):
+            if undo_teacher is not None:
+                undo_teacher()
+            return self._skip_batch(None)  # the scaler has already backed off
+        for sched in scheds:
+            sched.step()
         self.outer_step += 1
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _skip_batch(self, scaler: torch.amp.GradScaler | None) -> None:
+        if scaler is not None:
+            scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+        self.skipped_steps += 1
+        self.outer_step += 1
+        self.log("train/skipped_steps", float(self.skipped_steps))
+
+
+def _snapshot(params: list[torch.Tensor], optimizer: torch.optim.Optimizer | None) -> Callable[[], None]:
+    """Copies of `params` (and their optimizer state); calling the result puts them back (fp16 step undo)."""
+    state = lambda p: {k: v.clone() if torch.is_tensor(v) else v for k, v in optimizer.state[p].items()}
+    saved = [(p, p.detach().clone(), state(p) if optimizer is not None else None) for p in params]
+
+    @torch.no_grad()
+    def restore() -> None:
+        for p, value, st in saved:
+            p.copy_(value)
+            if optimizer is None:
+                continue
+            if st:
+                optimizer.state[p] = st
+            else:
+                optimizer.state.pop(p, None)
+
+    return restore

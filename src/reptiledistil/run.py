@@ -16,19 +16,28 @@ from omegaconf import DictConfig, OmegaConf
 from .callbacks import BestOnDev
 from .data import GlueDataModule, check_max_seq_length
 from .errors import ConfigError
+from .hardware import Hardware, default_share_forward, resolve_hardware
 from .layer_map import layer_mapping, parameter_pairs
 from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer, minilm_dir
-from .module import METHODS, DistilModule, FinetuneModule, NonFiniteLossError
+from .module import METHODS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
 from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
 from .tasks import get_task
 
 log = logging.getLogger("reptiledistil")
 
-OmegaConf.register_new_resolver("minilm_dir", minilm_dir, replace=True)
-# The teacher is kept in eval mode on purpose (frozen for the KD loss); Lightning warns about it.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-# Dev metrics are torchmetrics objects, already synced across processes before they are logged.
-warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('val/")
+
+
+def register_resolvers() -> None:
+    """`${minilm_dir:}` in conf/model/minilm.yaml. Called by the entry scripts (and tests) before composing."""
+    if not OmegaConf.has_resolver("minilm_dir"):
+        OmegaConf.register_new_resolver("minilm_dir", minilm_dir)
+
+
+# Lightning warnings that are by design here, not the user's to act on; silenced only around fit().
+KNOWN_WARNINGS = (
+    r"Found \d+ module\(s\) in eval mode",  # the teacher is frozen in eval mode for the KD loss on purpose
+    r"It is recommended to use `self.log\('val/",  # torchmetrics results are already synced across processes
+)
 
 FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={task} (it writes {path})."
 
@@ -47,8 +56,18 @@ def _logger(cfg: DictConfig):
     return hydra.utils.instantiate(cfg.logger)
 
 
-def _trainer(cfg: DictConfig, callbacks) -> pl.Trainer:
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=_logger(cfg))
+def _hardware(cfg: DictConfig) -> Hardware:
+    """The accelerator and precision this run will use, checked before anything is loaded."""
+    hw = resolve_hardware(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("precision", "auto"))
+    if _is_rank_zero():
+        log.info("%s: %s", hw.accelerator, hw.note)
+        print(f"{hw.accelerator}, {hw.note}")
+    return hw
+
+
+def _trainer(cfg: DictConfig, hw: Hardware, callbacks) -> pl.Trainer:
+    return hydra.utils.instantiate(cfg.trainer, accelerator=hw.accelerator, precision=hw.precision,
+                                   callbacks=callbacks, logger=_logger(cfg))
 
 
 def _is_rank_zero() -> bool:
@@ -82,11 +101,14 @@ def _staged(cfg: DictConfig):
         raise
 
 
-def _fit(cfg, module, dm, stage: Path, model_subdir: str, tokenizer) -> BestOnDev:
+def _fit(cfg, hw: Hardware, module, dm, stage: Path, model_subdir: str, tokenizer) -> BestOnDev:
     best = BestOnDev(stage / model_subdir if model_subdir else stage, tokenizer)
-    trainer = _trainer(cfg, [best])
+    trainer = _trainer(cfg, hw, [best])
     try:
-        trainer.fit(module, datamodule=dm)
+        with warnings.catch_warnings():
+            for message in KNOWN_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            trainer.fit(module, datamodule=dm)
     except NonFiniteLossError as e:
         kept = (f"the best checkpoint so far (epoch {best.best['epoch']}) is kept in {stage.resolve()}"
                 if best.best else f"no dev evaluation had finished, so there is no checkpoint ({stage.resolve()})")
@@ -100,7 +122,15 @@ def _fit(cfg, module, dm, stage: Path, model_subdir: str, tokenizer) -> BestOnDe
 def _summary(cfg: DictConfig, task, best: BestOnDev, extra: dict) -> dict:
     return {"task": task.name, **extra, "selection_metric": list(task.selection),
             "best": best.best, "final": best.history[-1], "history": best.history,
-            "config": OmegaConf.to_container(cfg, resolve=False)}
+            "config": _resolved(cfg)}
+
+
+def _resolved(cfg: DictConfig) -> dict:
+    """The config with every value filled in (log_dir included), so a model points to its logs."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # ${hydra:...} outside a Hydra run (a config composed in code without log_dir)
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str, model_dir: Path) -> None:
@@ -118,6 +148,7 @@ def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str
 def finetune(cfg: DictConfig) -> dict:
     """Fine-tune a teacher on one GLUE task; save the best-on-dev model and its dev metrics."""
     task = get_task(cfg.task.name)
+    hw = _hardware(cfg)
     with _staged(cfg) as (out, stage):
         pl.seed_everything(cfg.seed, workers=True)
         tokenizer = load_tokenizer(cfg.model.teacher_init)
@@ -125,8 +156,8 @@ def finetune(cfg: DictConfig) -> dict:
         check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
         dm = _datamodule(cfg, task, tokenizer)
         module = FinetuneModule(model, task, [s.name for s in task.eval_splits],
-                                hydra.utils.instantiate(cfg.optimizer), cfg.warmup_ratio)
-        best = _fit(cfg, module, dm, stage, "", tokenizer)
+                                hydra.utils.instantiate(cfg.optimizer), cfg.warmup_ratio, cfg.max_grad_norm)
+        best = _fit(cfg, hw, module, dm, stage, "", tokenizer)
     summary = _summary(cfg, task, best, {"model": str(cfg.model.teacher_init)})
     _publish(stage, out, "dev_metrics.json", summary, "Teacher", out)
     return summary
@@ -139,15 +170,30 @@ def check_distil_config(cfg: DictConfig) -> None:
         raise ConfigError(f"alpha={cfg.alpha} is outside [0, 1]: it weighs the KD term against the task loss.")
     if float(cfg.temperature) <= 0:
         raise ConfigError(f"temperature={cfg.temperature} must be > 0 (the paper uses 5).")
-    upd = cfg.method.get("update", "pseudo_grad")
-    if upd not in ("pseudo_grad", "interpolate"):
-        raise ConfigError(f"method.update must be pseudo_grad or interpolate, got {upd!r}.")
+    if cfg.method.name == "reptile":
+        update = cfg.method["update"]  # not .update: that is DictConfig's dict method
+        if update not in ("pseudo_grad", "interpolate"):
+            raise ConfigError(f"method.update must be pseudo_grad or interpolate, got {update!r}.")
+        if str(cfg.method.share_forward).lower() not in ("auto", "true", "false"):
+            raise ConfigError(f"method.share_forward must be auto, true or false, got {cfg.method.share_forward!r}.")
+
+
+def distil_settings(cfg: DictConfig, hw: Hardware) -> DistilSettings:
+    m = cfg.method
+    reptile = m.name == "reptile"  # update, epsilon and share_forward exist in conf/method/reptile.yaml only
+    share = str(m.share_forward).lower() if reptile else "false"
+    return DistilSettings(
+        method=m.name, alpha=float(cfg.alpha), temperature=float(cfg.temperature), warmup_ratio=float(cfg.warmup_ratio),
+        max_grad_norm=float(cfg.max_grad_norm), update=str(m["update"]) if reptile else "none",
+        epsilon=float(m.epsilon) if reptile else 0.0,
+        share_forward=default_share_forward(hw.accelerator) if share == "auto" else share == "true")
 
 
 def distil(cfg: DictConfig) -> dict:
     """Distil a fine-tuned teacher into a student with method reptile, kd or finetune."""
     check_distil_config(cfg)
     task = get_task(cfg.task.name)
+    hw = _hardware(cfg)
     method = cfg.method.name
     teacher = None
     if method != "finetune":
@@ -165,12 +211,10 @@ def distil(cfg: DictConfig) -> dict:
             pairs = parameter_pairs(teacher, student, mapping)  # checks widths, vocab and label count
             log.info("layer mapping (%s): %s", cfg.strategy.name, mapping)
         dm = _datamodule(cfg, task, tokenizer)
-        module = DistilModule(
-            teacher, student, task, [s.name for s in task.eval_splits], method, float(cfg.alpha), float(cfg.temperature),
-            hydra.utils.instantiate(cfg.student_optimizer), hydra.utils.instantiate(cfg.teacher_optimizer),
-            cfg.warmup_ratio, cfg.max_grad_norm, pairs, cfg.method.get("update", "pseudo_grad"),
-            float(cfg.method.get("epsilon", 1.0)), bool(cfg.method.get("share_forward", False)))
-        best = _fit(cfg, module, dm, stage, "student", tokenizer)
+        module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits], distil_settings(cfg, hw),
+                              hydra.utils.instantiate(cfg.student_optimizer),
+                              hydra.utils.instantiate(cfg.teacher_optimizer), pairs)
+        best = _fit(cfg, hw, module, dm, stage, "student", tokenizer)
         if method == "reptile" and _is_rank_zero():  # the teacher changed: keep its final state too
             teacher.save_pretrained(stage / "teacher")
             tokenizer.save_pretrained(stage / "teacher")

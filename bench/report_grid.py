@@ -1,0 +1,120 @@
+"""Tables and chart of the results grid, from results/<preset>/<task>/*.json (written by bench/reproduce.py)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+COLUMNS = ("teacher", "finetune", "kd", "reptile")
+TITLES = {"teacher": "teacher", "finetune": "student alone", "kd": "vanilla KD", "reptile": "ReptileDistil"}
+# What GLUE reports per task (x100); the mean of the selection metrics decides the chart and the differences.
+SHOWN = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("f1", "accuracy"), "stsb": ("pearson", "spearman"),
+         "qqp": ("f1", "accuracy"), "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",),
+         "mnli": ("matched_accuracy", "mismatched_accuracy")}
+ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
+
+
+def load_runs(results: Path) -> dict[str, dict[str, list[dict]]]:
+    """{task: {method: [run, ...]}} for every JSON under results/<task>/."""
+    runs: dict[str, dict[str, list[dict]]] = {}
+    for path in sorted(results.glob("*/*.json")):
+        doc = json.loads(path.read_text())
+        runs.setdefault(doc["task"], {}).setdefault(doc["method"], []).append(doc)
+    return runs
+
+
+def _value(record: dict, task: str, metric: str) -> float:
+    key = next(k for k in (f"dev_{metric}", metric) if k in record)
+    return 100 * record[key]
+
+
+def _mean_sd(xs: list[float]) -> tuple[float, float | None]:
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
+
+
+def _fmt(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    m, sd = _mean_sd(xs)
+    return f"{m:.1f}" if sd is None else f"{m:.1f} ± {sd:.1f}"
+
+
+def summarise(runs: dict) -> list[dict]:
+    """One row per task: per method the shown metrics and selection scores over seeds, Reptile - KD, drift, time."""
+    rows = []
+    for task in sorted(runs, key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
+        by = runs[task]
+        row = {"task": task, "metrics": SHOWN.get(task, ("accuracy",)), "n": {m: len(by.get(m, [])) for m in COLUMNS}}
+        for m in COLUMNS:
+            recs = [r["best"] for r in by.get(m, [])]
+            row[m] = {met: [_value(r, task, met) for r in recs] for met in row["metrics"]}
+            row[m]["selection"] = [100 * r["selection"] for r in recs]
+            row[m]["wall_s"] = [r["wall_s"] for r in by.get(m, [])]
+        kd = {r["seed"]: 100 * r["best"]["selection"] for r in by.get("kd", [])}
+        row["reptile_minus_kd"] = [100 * r["best"]["selection"] - kd[r["seed"]] for r in by.get("reptile", [])
+                                   if r["seed"] in kd]  # paired by seed: same data order, same student init
+        row["teacher_drift"] = [100 * (r["teacher_after"]["selection"] - r["teacher_before"]["selection"])
+                                for r in by.get("reptile", []) if "teacher_after" in r]
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict], preset: str) -> str:
+    head = "| task (metric) | " + " | ".join(TITLES[m] for m in COLUMNS) + " | ReptileDistil - KD | seeds |"
+    lines = [f"# Results grid: preset `{preset}`", "",
+             "GLUE dev, best epoch, x100, mean ± standard deviation over seeds (teacher: one run). "
+             "ReptileDistil - KD is paired by seed (mean of the selection metrics). "
+             "Regenerate: `python bench/reproduce.py` (skips runs that exist; `--report` only rebuilds this page).", "",
+             head, "|" + "---|" * (len(COLUMNS) + 3)]
+    for r in rows:
+        cells = []
+        for m in COLUMNS:
+            cells.append(" / ".join(_fmt(r[m][met]) for met in r["metrics"]))
+        diff = _fmt(r["reptile_minus_kd"]) if r["reptile_minus_kd"] else "-"
+        lines.append(f"| {r['task'].upper()} ({'/'.join(r['metrics'])}) | " + " | ".join(cells) +
+                     f" | {diff} | {r['n']['reptile']} |")
+    lines += ["", "What the teacher itself scores on dev after ReptileDistil has updated it (selection metric, "
+              "x100, change from the fine-tuned teacher), and the wall time per run (seconds, mean; includes "
+              "start-up and dev evaluation):", "",
+              "| task | teacher drift | " + " | ".join(f"{TITLES[m]} s" for m in COLUMNS) + " |",
+              "|" + "---|" * (len(COLUMNS) + 2)]
+    for r in rows:
+        times = " | ".join(f"{statistics.mean(r[m]['wall_s']):.0f}" if r[m]["wall_s"] else "-" for m in COLUMNS)
+        lines.append(f"| {r['task'].upper()} | {_fmt(r['teacher_drift'])} | {times} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[dict], path: Path, preset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(rows), 3.6))
+    width = 0.8 / len(COLUMNS)
+    for i, m in enumerate(COLUMNS):
+        stats = [_mean_sd(r[m]["selection"]) if r[m]["selection"] else (0.0, None) for r in rows]
+        xs = [k + (i - (len(COLUMNS) - 1) / 2) * width for k in range(len(rows))]
+        ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] or 0.0 for s in stats], capsize=3, label=TITLES[m])
+    ax.set_xticks(range(len(rows)), [f"{r['task'].upper()}\n({'/'.join(r['metrics'])})" for r in rows])
+    lo = min((min(r[m]["selection"]) for r in rows for m in COLUMNS if r[m]["selection"]), default=0)
+    ax.set_ylim(max(0, lo - 10), 100)
+    ax.set_ylabel("dev score x100 (mean of GLUE metrics)")
+    ax.set_title(f"Preset {preset}: mean ± sd over seeds")
+    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(results: Path, preset: str) -> str:
+    rows = summarise(load_runs(results))
+    if not rows:
+        return f"no results under {results} yet"
+    md = results / "README.md"
+    md.write_text(markdown(rows, preset) + "\n![methods per task](methods.png)\n")
+    chart(rows, results / "methods.png", preset)
+    return md.read_text() + f"\nwrote {md} and {results / 'methods.png'}"

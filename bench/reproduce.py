@@ -1,0 +1,131 @@
+"""The results grid: teacher, fine-tuned student, vanilla KD and ReptileDistil per task, several seeds.
+
+Every run goes through the same entry scripts a user runs (finetune_teacher.py, train.py, predict.py) and
+ends as one JSON under results/<preset>/<task>/ (config, best and final dev metrics, the teacher's own dev
+score before and after distillation, wall time, machine, date). A run whose JSON exists is skipped, so the
+grid can be filled over several sittings and committed as it grows; models go to the git-ignored
+model/grid/. At the end (or with --report alone) the tables and the chart are rebuilt from the JSON files.
+
+  python bench/reproduce.py                                  # the offline grid (MiniLM preset), all tasks
+  python bench/reproduce.py --tasks mrpc --seeds 1 2 3       # part of it
+  python bench/reproduce.py --jobs 9 -- trainer=gpu          # on a GPU: students in parallel; extra overrides
+  python bench/reproduce.py --report                         # only rebuild results/<preset>/README.md and the chart
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_info  # noqa: E402
+
+METHODS = ("finetune", "kd", "reptile")
+# Small dev sets (RTE 277, MRPC 408 examples) need several seeds to say anything; the others get one.
+DEFAULT_SEEDS = {"rte": [1, 2, 3], "mrpc": [1, 2, 3], "stsb": [1], "cola": [1], "sst2": [1]}
+
+
+def run_script(script: str, overrides: list[str], log: Path) -> float:
+    """Run an entry script as a user would; its console output goes to `log`. Returns the wall time."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run([sys.executable, script, *overrides, "trainer.enable_progress_bar=false"],
+                              cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} {' '.join(overrides)} failed (exit {proc.returncode}); see {log}")
+    return time.perf_counter() - t0
+
+
+def write_json(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def stamp() -> dict:
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info()}
+
+
+class Grid:
+    def __init__(self, preset: str, extra: list[str]):
+        self.preset, self.extra = preset, extra
+        self.results = ROOT / "results" / preset
+        self.models = ROOT / "model" / "grid" / preset
+
+    def teacher(self, task: str) -> Path:
+        """Fine-tune (once per task) and record the teacher; returns its directory."""
+        out, result = self.models / task / "teacher", self.results / task / "teacher.json"
+        if result.exists():
+            return out
+        overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out}", "overwrite=true",
+                     f"hydra.run.dir={self.models / task / 'logs' / 'teacher'}", *self.extra]
+        wall = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
+        metrics = json.loads((out / "dev_metrics.json").read_text())
+        write_json(result, {"task": task, "method": "teacher", "seed": metrics["config"]["seed"], "overrides": overrides,
+                            "best": metrics["best"], "final": metrics["final"], "history": metrics["history"],
+                            "config": metrics["config"], "wall_s": wall, **stamp()})
+        return out
+
+    def student(self, task: str, method: str, seed: int, teacher: Path) -> str:
+        result = self.results / task / f"{method}-seed{seed}.json"
+        if result.exists():
+            return f"{result.relative_to(ROOT)} exists, skipped"
+        out = self.models / task / f"{method}-seed{seed}"
+        overrides = [f"task={task}", f"model={self.preset}", f"method={method}", "strategy=skip", f"seed={seed}",
+                     f"teacher_dir={teacher}", f"output_dir={out}", "overwrite=true",
+                     f"hydra.run.dir={self.models / task / 'logs' / f'{method}-seed{seed}'}", *self.extra]
+        wall = run_script("train.py", overrides, self.models / task / f"{method}-seed{seed}.log")
+        metrics = json.loads((out / "metrics.json").read_text())
+        doc = {"task": task, "method": method, "seed": seed, "overrides": overrides, "best": metrics["best"],
+               "final": metrics["final"], "history": metrics["history"], "config": metrics["config"], "wall_s": wall}
+        teacher_before = json.loads((self.results / task / "teacher.json").read_text())["best"]
+        doc["teacher_before"] = teacher_before
+        if method == "reptile":  # what the teacher itself scores after it has been taught to teach
+            run_script("predict.py", [f"task={task}", "split=dev", f"model_dir={out / 'teacher'}",
+                                      f"output_dir={out / 'teacher_eval'}", "overwrite=true",
+                                      f"hydra.run.dir={out / 'teacher_eval' / 'logs'}"],
+                       self.models / task / f"{method}-seed{seed}-teacher-eval.log")
+            doc["teacher_after"] = json.loads((out / "teacher_eval" / f"{task}_dev_metrics.json").read_text())["dev"]
+        write_json(result, {**doc, **stamp()})
+        return f"wrote {result.relative_to(ROOT)} ({wall:.0f} s)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="minilm", help="conf/model/<preset>.yaml")
+    ap.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "stsb", "cola"])
+    ap.add_argument("--seeds", nargs="+", type=int, help="default: 3 for RTE and MRPC, 1 elsewhere")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--jobs", type=int, default=1, help="student runs at once (a GPU fits several)")
+    ap.add_argument("--report", action="store_true", help="only rebuild the tables and the chart")
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
+    args = ap.parse_args()
+
+    grid = Grid(args.preset, args.overrides)
+    if not args.report:
+        for task in args.tasks:
+            print(f"== {task}: teacher", flush=True)
+            teacher = grid.teacher(task)
+            runs = [(task, m, s, teacher) for s in (args.seeds or DEFAULT_SEEDS.get(task, [1])) for m in args.methods]
+            with cf.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                for msg in pool.map(lambda r: grid.student(*r), runs):
+                    print(f"   {msg}", flush=True)
+    from report_grid import write_report
+
+    print(write_report(grid.results, args.preset))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
