@@ -28,8 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info  # noqa: E402
 
+from reptiledistil.metrics import selection_score  # noqa: E402
+from reptiledistil.tasks import get_task  # noqa: E402
+
 METHODS = ("finetune", "kd", "reptile")
 # Small dev sets (RTE 277, MRPC 408 examples) need several seeds to say anything; the others get one.
+QUIET = "trainer.enable_progress_bar=false"  # the logs hold the console output; bars would fill them
 DEFAULT_SEEDS = {"rte": [1, 2, 3], "mrpc": [1, 2, 3], "stsb": [1], "cola": [1], "sst2": [1]}
 
 
@@ -38,8 +42,7 @@ def run_script(script: str, overrides: list[str], log: Path) -> float:
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, script, *overrides, "trainer.enable_progress_bar=false"],
-                              cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run([sys.executable, script, *overrides], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"{script} {' '.join(overrides)} failed (exit {proc.returncode}); see {log}")
     return time.perf_counter() - t0
@@ -62,13 +65,14 @@ class Grid:
         self.preset, self.extra = preset, extra
         self.results = ROOT / "results" / preset
         self.models = ROOT / "model" / "grid" / preset
+        self.failed = 0
 
     def teacher(self, task: str) -> Path:
         """Fine-tune (once per task) and record the teacher; returns its directory."""
         out, result = self.models / task / "teacher", self.results / task / "teacher.json"
         if result.exists():
             return out
-        overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out}", "overwrite=true",
+        overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out}", "overwrite=true", QUIET,
                      f"hydra.run.dir={self.models / task / 'logs' / 'teacher'}", *self.extra]
         wall = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
         metrics = json.loads((out / "dev_metrics.json").read_text())
@@ -78,12 +82,19 @@ class Grid:
         return out
 
     def student(self, task: str, method: str, seed: int, teacher: Path) -> str:
+        try:
+            return self._student(task, method, seed, teacher)
+        except RuntimeError as e:  # one failed run does not stop the others; it is retried next time
+            self.failed += 1
+            return f"FAILED: {e}"
+
+    def _student(self, task: str, method: str, seed: int, teacher: Path) -> str:
         result = self.results / task / f"{method}-seed{seed}.json"
         if result.exists():
             return f"{result.relative_to(ROOT)} exists, skipped"
         out = self.models / task / f"{method}-seed{seed}"
         overrides = [f"task={task}", f"model={self.preset}", f"method={method}", "strategy=skip", f"seed={seed}",
-                     f"teacher_dir={teacher}", f"output_dir={out}", "overwrite=true",
+                     f"teacher_dir={teacher}", f"output_dir={out}", "overwrite=true", QUIET,
                      f"hydra.run.dir={self.models / task / 'logs' / f'{method}-seed{seed}'}", *self.extra]
         wall = run_script("train.py", overrides, self.models / task / f"{method}-seed{seed}.log")
         metrics = json.loads((out / "metrics.json").read_text())
@@ -96,7 +107,8 @@ class Grid:
                                       f"output_dir={out / 'teacher_eval'}", "overwrite=true",
                                       f"hydra.run.dir={out / 'teacher_eval' / 'logs'}"],
                        self.models / task / f"{method}-seed{seed}-teacher-eval.log")
-            doc["teacher_after"] = json.loads((out / "teacher_eval" / f"{task}_dev_metrics.json").read_text())["dev"]
+            after = json.loads((out / "teacher_eval" / f"{task}_dev_metrics.json").read_text())["dev"]
+            doc["teacher_after"] = {**after, "selection": selection_score(get_task(task), after, "")}
         write_json(result, {**doc, **stamp()})
         return f"wrote {result.relative_to(ROOT)} ({wall:.0f} s)"
 
@@ -124,6 +136,8 @@ def main() -> None:
     from report_grid import write_report
 
     print(write_report(grid.results, args.preset))
+    if grid.failed:
+        sys.exit(f"{grid.failed} run(s) failed; their logs are named above. Rerun to retry them.")
 
 
 if __name__ == "__main__":
