@@ -115,6 +115,10 @@ def write_report(results: Path, preset: str) -> str:
     if not rows:
         return f"no results under {results} yet"
     md = results / "README.md"
+    try:
+        chart(rows, results / "methods.png", preset)
+    except ImportError:  # e.g. a bare GPU machine: the table still gets written
+        md.write_text(markdown(rows, preset))
+        return md.read_text() + f"\nwrote {md} (no chart: pip install matplotlib)"
     md.write_text(markdown(rows, preset) + "\n![methods per task](methods.png)\n")
-    chart(rows, results / "methods.png", preset)
     return md.read_text() + f"\nwrote {md} and {results / 'methods.png'}"

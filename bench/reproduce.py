@@ -61,10 +61,11 @@ def stamp() -> dict:
 
 
 class Grid:
-    def __init__(self, preset: str, extra: list[str]):
+    def __init__(self, preset: str, extra: list[str], tag: str | None = None):
+        name = f"{preset}-{tag}" if tag else preset  # e.g. minilm-gpu: bf16 on a GPU is another experiment
         self.preset, self.extra = preset, extra
-        self.results = ROOT / "results" / preset
-        self.models = ROOT / "model" / "grid" / preset
+        self.results = ROOT / "results" / name
+        self.models = ROOT / "model" / "grid" / name
         self.failed = 0
 
     def teacher(self, task: str) -> Path:
@@ -120,11 +121,12 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, help="default: 3 for RTE and MRPC, 1 elsewhere")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--jobs", type=int, default=1, help="student runs at once (a GPU fits several)")
+    ap.add_argument("--results-tag", help="results/<preset>-<tag>/ (e.g. gpu) instead of results/<preset>/")
     ap.add_argument("--report", action="store_true", help="only rebuild the tables and the chart")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
     args = ap.parse_args()
 
-    grid = Grid(args.preset, args.overrides)
+    grid = Grid(args.preset, args.overrides, args.results_tag)
     if not args.report:
         for task in args.tasks:
             print(f"== {task}: teacher", flush=True)
@@ -135,7 +137,7 @@ def main() -> None:
                     print(f"   {msg}", flush=True)
     from report_grid import write_report
 
-    print(write_report(grid.results, args.preset))
+    print(write_report(grid.results, grid.results.name))
     if grid.failed:
         sys.exit(f"{grid.failed} run(s) failed; their logs are named above. Rerun to retry them.")
 
