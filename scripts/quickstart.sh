@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# The whole pipeline on the offline default (MiniLM preset, GLUE TSVs): fine-tune a teacher,
-# distil it with ReptileDistil, evaluate and write the GLUE submission file.
-#   bash scripts/quickstart.sh                 # RTE
-#   TASK=mrpc bash scripts/quickstart.sh       # any task with train and dev files
+# The whole pipeline on the offline default (MiniLM preset, GLUE TSVs): fine-tune a teacher, distil it with
+# ReptileDistil, evaluate both on dev, write the GLUE submission file, and print a summary table.
+#   bash scripts/quickstart.sh                 # MRPC
+#   TASK=stsb bash scripts/quickstart.sh       # any task with train and dev files
+#   EPOCHS=1 bash scripts/quickstart.sh        # fewer epochs than the preset's (teacher 4, student 3)
 # A step whose output already exists is reused, never overwritten.
 source "$(dirname "$0")/setup.sh"
-TASK="${TASK:-rte}"
+TASK="${TASK:-mrpc}"
 TEACHER="model/$TASK/teacher"
 STUDENT="model/$TASK/reptile-skip-a0.5-T5.0"
-EPOCHS="${EPOCHS:-2}"
+PRED="predictions/$TASK"
+EP=${EPOCHS:+epochs=$EPOCHS}
 
-echo "== 1/3 fine-tune the teacher (MiniLM-L6) -> $TEACHER"
+echo "== 1/4 fine-tune the teacher (MiniLM-L6) -> $TEACHER"
 if [ -f "$TEACHER/config.json" ]; then echo "   exists, reused"; else
-  python finetune_teacher.py task="$TASK" epochs="$EPOCHS"; fi
+  python finetune_teacher.py task="$TASK" $EP; fi
 
-echo "== 2/3 ReptileDistil: 3-layer student, strategy skip -> $STUDENT"
+echo "== 2/4 ReptileDistil: 3-layer student, strategy skip -> $STUDENT"
 if [ -f "$STUDENT/student/config.json" ]; then echo "   exists, reused"; else
-  python train.py task="$TASK" strategy=skip epochs="$EPOCHS"; fi
+  python train.py task="$TASK" strategy=skip $EP; fi
 
-echo "== 3/3 predict: dev metrics and the GLUE test submission -> predictions/$TASK"
-python predict.py task="$TASK" model_dir="$TEACHER" split=dev output_dir="predictions/$TASK/teacher"
-python predict.py task="$TASK" model_dir="$STUDENT/student" split=dev output_dir="predictions/$TASK"
-python predict.py task="$TASK" model_dir="$STUDENT/student" output_dir="predictions/$TASK" overwrite=true zip=true
+echo "== 3/4 predict: dev metrics and the GLUE test submission -> $PRED"
+python predict.py task="$TASK" model_dir="$STUDENT/student" output_dir="$PRED" overwrite=true zip=true
+
+echo "== 4/4 summary"
+python -m reptiledistil.summary --task "$TASK" --teacher "$TEACHER" --run "$STUDENT" --predictions "$PRED"

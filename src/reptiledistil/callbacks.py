@@ -21,6 +21,7 @@ class BestOnDev(pl.Callback):
         self.tokenizer = tokenizer
         self.history: list[dict] = []
         self.best: dict | None = None
+        self.wall_s: float | None = None  # set by the caller: how long trainer.fit took
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         if trainer.sanity_checking or not pl_module.last_eval:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,10 +106,12 @@ def _fit(cfg, hw: Hardware, module, dm, stage: Path, model_subdir: str, tokenize
     best = BestOnDev(stage / model_subdir if model_subdir else stage, tokenizer)
     trainer = _trainer(cfg, hw, [best])
     try:
+        t0 = time.perf_counter()
         with warnings.catch_warnings():
             for message in KNOWN_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
             trainer.fit(module, datamodule=dm)
+        best.wall_s = time.perf_counter() - t0
     except NonFiniteLossError as e:
         kept = (f"the best checkpoint so far (epoch {best.best['epoch']}) is kept in {stage.resolve()}"
                 if best.best else f"no dev evaluation had finished, so there is no checkpoint ({stage.resolve()})")
@@ -120,9 +123,10 @@ def _fit(cfg, hw: Hardware, module, dm, stage: Path, model_subdir: str, tokenize
 
 
 def _summary(cfg: DictConfig, task, best: BestOnDev, extra: dict) -> dict:
+    config = _resolved(cfg)
     return {"task": task.name, **extra, "selection_metric": list(task.selection),
-            "best": best.best, "final": best.history[-1], "history": best.history,
-            "config": _resolved(cfg)}
+            "best": best.best, "final": best.history[-1], "history": best.history, "train_wall_s": best.wall_s,
+            "output_dir": str(Path(cfg.output_dir).resolve()), "log_dir": config.get("log_dir"), "config": config}
 
 
 def _resolved(cfg: DictConfig) -> dict:
@@ -139,6 +143,10 @@ def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str
         return
     write_json_atomic(stage / summary_file, summary)
     publish(stage, out)
+    log_dir = summary.get("log_dir")
+    if log_dir and "${" not in str(log_dir):  # a copy beside the logs: a sweep's job folders list every run
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(log_dir) / summary_file, summary)
     b, f = summary["best"], summary["final"]
     fmt = lambda r: ", ".join(f"{k}={v:.4f}" for k, v in r.items() if k not in ("epoch", "step"))
     print(f"{what} saved to {model_dir}\n  best dev (epoch {b['epoch']}): {fmt(b)}\n"
