@@ -2,7 +2,7 @@
 
     python bench/speedup.py --quick                      # a few minutes on 2 CPU cores
     python bench/speedup.py --repeats 30 --threads 4
-    python bench/speedup.py --quick --task rte --student-dir model/rte/reptile-skip-a0.5-T5.0/student
+    python bench/speedup.py --quick --task rte --student-dir model/rte/reptile-skip-a0.5-T5/student
 
 Timing: random weights of the real shapes (speed does not depend on the values), inputs of `--seq-len` tokens
 (128) with no padding, batch 1 and 32, torch.inference_mode, eval mode. Shapes:

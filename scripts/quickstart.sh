@@ -8,7 +8,7 @@
 source "$(dirname "$0")/setup.sh"
 TASK="${TASK:-mrpc}"
 TEACHER="model/$TASK/teacher"
-STUDENT="model/$TASK/reptile-skip-a0.5-T5.0"
+STUDENT="model/$TASK/reptile-skip-a0.5-T5"
 PRED="predictions/$TASK"
 EP=${EPOCHS:+epochs=$EPOCHS}
 

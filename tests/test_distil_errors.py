@@ -88,17 +88,24 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(env, tiny_bert,
 
 
 def test_multirun_sweep(env, tiny_bert, tmp_path):
+    """A seed sweep with the default output_dir: one folder per job, numbers spelled one way, no teacher saved."""
     tmp, glue, teacher = env
-    cmd = [sys.executable, "train.py", "-m", "alpha=0.1,0.9", "epochs=1", "batch_size=8", "max_seq_length=32",
-           f"data.glue_dir={glue}", f"teacher_dir={teacher}", f"model.student.source={tiny_bert}",
-           "model.student.num_layers=2", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
-           f"output_dir={tmp_path}/models/a${{alpha}}", f"hydra.sweep.dir={tmp_path}/multirun"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "alpha=0.3", "temperature=5", "seed=1,2", "epochs=1",
+           "batch_size=8", "max_seq_length=32", f"data.glue_dir={glue}", f"teacher_dir={teacher}",
+           f"model.student.source={tiny_bert}", "model.student.num_layers=2", "trainer.accelerator=cpu",
+           "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}/multirun"]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
-    for alpha, job in (("0.1", "0"), ("0.9", "1")):
-        metrics = json.loads((tmp_path / "models" / f"a{alpha}" / "metrics.json").read_text())
-        assert metrics["config"]["alpha"] == float(alpha)
+    runs = sorted((tmp_path / "model" / "rte").iterdir())
+    suffix = "-batch_size=8-epochs=1-max_seq_length=32-model.student.num_layers=2"
+    assert [r.name for r in runs] == [f"reptile-skip-a0.3-T5{suffix}-seed={s}" for s in (1, 2)]
+    for seed, (run, job) in enumerate(zip(runs, ("0", "1")), start=1):
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["config"]["seed"] == seed and metrics["config"]["alpha"] == 0.3
+        assert metrics["log_dir"] == str(tmp_path / "multirun" / job), "the model points to its logs"
+        assert json.loads((tmp_path / "multirun" / job / "metrics.json").read_text())["output_dir"] == str(run)
+        assert not (run / "teacher").exists(), "save_teacher=auto: a sweep's jobs do not save the teacher"
         assert (tmp_path / "multirun" / job / ".hydra" / "overrides.yaml").is_file()
         assert list((tmp_path / "multirun" / job / "csv").rglob("metrics.csv")), "CSV logs in the sweep folder"
 

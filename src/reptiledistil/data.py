@@ -142,6 +142,8 @@ def load_split(task: Task, split: str, glue_dir: str | None = None, source: str 
 
     Returns {name: Dataset}; test datasets are keyed by their submission file name (e.g. "MNLI-m.tsv").
     """
+    if task.custom is not None:  # task=custom: loaded (and checked) when the task was built, see custom_data.py
+        return task.custom.split(split)
     if source not in ("tsv", "hub"):
         raise ConfigError(f"data.source must be 'tsv' or 'hub', got {source!r}.")
     root = resolve_glue_dir(glue_dir) if source == "tsv" else None

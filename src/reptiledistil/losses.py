@@ -28,8 +28,16 @@ def soft_kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     return temperature**2 * F.kl_div(log_p_s, p_t, reduction="batchmean")
 
 
+def kd_loss_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                  alpha: float, temperature: float, regression: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(L, task term, KD term) with L = (1 - alpha) * task_loss(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))
+    (MSE(s, t) for regression). The unweighted terms are returned for logging."""
+    task = task_loss(student_logits, labels, regression)
+    soft = soft_kd_term(student_logits, teacher_logits, temperature, regression)
+    return (1 - alpha) * task + alpha * soft, task, soft
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
             alpha: float, temperature: float, regression: bool) -> torch.Tensor:
     """L = (1 - alpha) * task_loss(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))  (MSE(s, t) for regression)."""
-    return (1 - alpha) * task_loss(student_logits, labels, regression) + alpha * soft_kd_term(
-        student_logits, teacher_logits, temperature, regression)
+    return kd_loss_terms(student_logits, teacher_logits, labels, alpha, temperature, regression)[0]

@@ -33,6 +33,8 @@ def _make(name: str, task: Task) -> Metric:
         return Accuracy(task="multiclass", num_classes=task.num_labels)
     if name == "f1":  # F1 of the positive class, as GLUE reports for MRPC and QQP
         return F1Score(task="binary")
+    if name == "macro_f1":  # unweighted mean of the per-class F1 (task=custom: its classes have no "positive" one)
+        return F1Score(task="multiclass", num_classes=task.num_labels, average="macro")
     if name == "mcc":
         return GlueMCC()
     if name == "pearson":

@@ -91,6 +91,11 @@ def check_head(config, task: Task, where: str, fix: str) -> None:
         kind = "a regression task (1 output)" if task.is_regression else f"{task.num_labels} labels"
         raise ConfigError(f"{where} has a {config.num_labels}-way classification head, but task {task.name} needs "
                           f"{kind}. {fix}")
+    if task.custom is not None and task.labels:  # task=custom: the same classes, in the same order
+        saved = [str(config.id2label[i]) for i in range(config.num_labels)]
+        if saved != list(task.labels):
+            raise ConfigError(f"{where} predicts the labels {saved}, but the data's labels are {list(task.labels)}. "
+                              f"{fix}")
     # Label names that are the task's own in another order (e.g. a hub MNLI model with contradiction first)
     # would silently mislabel every prediction and metric: our label ids follow task.labels.
     names = [str(config.id2label[i]).lower() for i in range(config.num_labels)] if task.labels else []

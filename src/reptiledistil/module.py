@@ -12,9 +12,9 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from .data import model_inputs
 from .layer_map import ParamPairs
-from .losses import kd_loss, task_loss
+from .losses import kd_loss_terms, task_loss
 from .metrics import build_metrics, predictions, selection_score
-from .reptile import clip_grads_, fresh_adamw_step, interpolate_teacher_, set_teacher_pseudo_grads
+from .reptile import clip_grads_, fresh_adamw_step, interpolate_teacher_, relative_drift, set_teacher_pseudo_grads
 from .tasks import Task
 
 METHODS = ("reptile", "kd", "finetune")
@@ -96,16 +96,21 @@ class GlueModule(pl.LightningModule):
         logits = self.eval_model(**model_inputs(batch)).logits
         self.val_metrics[dataloader_idx].update(predictions(self.task, logits), batch["labels"])
 
-    def on_validation_epoch_end(self) -> None:
+    def compute_eval(self, metric_sets: nn.ModuleList) -> dict[str, float]:
+        """{<split>_<metric>: value, selection: mean of the task's selection metrics}; resets the metrics."""
         results: dict[str, float] = {}
-        for name, mc in zip(self.eval_names, self.val_metrics):
+        for name, mc in zip(self.eval_names, metric_sets):
             results.update({f"{name}_{k}": float(v) for k, v in mc.compute().items()})
             mc.reset()
         results["selection"] = sum(selection_score(self.task, results, f"{n}_") for n in self.eval_names) / len(self.eval_names)
-        self.last_eval = results
+        return results
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.last_eval = self.compute_eval(self.val_metrics)
         # Metrics are already synced across processes by torchmetrics; these are plain floats.
         self.log_dict({f"val/{k}": v for k, v in results.items() if k != "selection"})
         self.log("val/selection", results["selection"], prog_bar=True)
+        self.log("epoch", float(self.current_epoch + 1))  # 1-based, as in metrics.json
 
     def check_finite(self, loss: torch.Tensor, step: int) -> None:
         if not torch.isfinite(loss):
@@ -174,6 +179,11 @@ class DistilModule(GlueModule):
         self.pairs = pairs
         self.outer_step = 0  # batches trained on; Lightning's global_step counts the student's optimizer steps
         self.skipped_steps = 0  # fp16 only: batches skipped because a gradient overflowed
+        self.fast_grad_norm = self.pseudo_grad_norm = None  # logged per step
+        # Reptile changes the teacher: its own dev score and its drift from the fine-tuned weights per layer
+        # are measured every epoch (the paper's idea, made visible).
+        self.teacher_metrics = nn.ModuleList([build_metrics(task) for _ in eval_names]) if s.method == "reptile" else None
+        self._teacher_start: dict[str, torch.Tensor] = {}
         if teacher is not None:
             # The teacher moves only through its optimizer (pseudo-gradients), never through backprop.
             teacher.requires_grad_(False)
@@ -215,6 +225,26 @@ class DistilModule(GlueModule):
                 hp[p] = (g.get("initial_lr", g["lr"]), g["weight_decay"], g["betas"], g["eps"])
         self._student_params = [p for p in self.student.parameters() if p in hp]
         self._fast_hp = [hp[p] for p in self._student_params]
+        if self.teacher_metrics is not None and not self._teacher_start:  # kept on the CPU: no GPU memory
+            self._teacher_start = {n: p.detach().cpu().clone() for n, p in zip(self.pairs.teacher_names,
+                                                                               self.pairs.teacher_params)}
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        super().validation_step(batch, batch_idx, dataloader_idx)
+        if self.teacher_metrics is not None:
+            logits = self.teacher(**model_inputs(batch)).logits
+            self.teacher_metrics[dataloader_idx].update(predictions(self.task, logits), batch["labels"])
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.teacher_metrics is None:
+            return
+        teacher = {f"teacher_{k}": v for k, v in self.compute_eval(self.teacher_metrics).items()}
+        current = {n: p.detach().cpu() for n, p in zip(self.pairs.teacher_names, self.pairs.teacher_params)}
+        drift = {f"teacher_drift_{g}": v for g, v in relative_drift(self._teacher_start, current).items()}
+        self.last_eval.update({**teacher, **drift})
+        self.log_dict({f"teacher_val/{k[8:]}": v for k, v in teacher.items()})
+        self.log_dict({f"teacher_drift/{k[14:]}": v for k, v in drift.items()})
 
     def teacher_logits(self, inputs) -> torch.Tensor | None:
         if self.teacher is None:
@@ -223,10 +253,15 @@ class DistilModule(GlueModule):
         with torch.no_grad():
             return self.teacher(**inputs).logits
 
-    def loss(self, s_logits, t_logits, labels) -> torch.Tensor:
+    def loss_terms(self, s_logits, t_logits, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(loss, task term, KD term); no KD term without a teacher."""
         if t_logits is None:
-            return task_loss(s_logits, labels, self.task.is_regression)
-        return kd_loss(s_logits, t_logits, labels, self.alpha, self.temperature, self.task.is_regression)
+            loss = task_loss(s_logits, labels, self.task.is_regression)
+            return loss, loss, None
+        return kd_loss_terms(s_logits, t_logits, labels, self.alpha, self.temperature, self.task.is_regression)
+
+    def loss(self, s_logits, t_logits, labels) -> torch.Tensor:
+        return self.loss_terms(s_logits, t_logits, labels)[0]
 
     def fast_student(self, inputs, labels, s_logits: torch.Tensor) -> list[torch.Tensor] | None:
         """(a) The student's parameters after one step of a fresh AdamW on the KD loss against the current
@@ -243,7 +278,7 @@ class DistilModule(GlueModule):
             mean_over_processes_(present)
         if scaler is not None:
             torch._foreach_div_(present, scaler.get_scale())
-        norm = clip_grads_(present, self.max_grad_norm)
+        norm = self.fast_grad_norm = clip_grads_(present, self.max_grad_norm)
         if scaler is not None and not torch.isfinite(norm):
             return None
         lr, _, betas, eps = self._fast_hp[0]
@@ -274,14 +309,14 @@ class DistilModule(GlueModule):
                 # Stepped directly, not through Lightning: the pseudo-gradients are exact fp32 values that
                 # were never loss-scaled, so the fp16 scaler must not unscale them.
                 set_teacher_pseudo_grads(self.pairs, fast)
-                clip_grads_([p.grad for p in self.pairs.teacher_params], self.max_grad_norm)
+                self.pseudo_grad_norm = clip_grads_([p.grad for p in self.pairs.teacher_params], self.max_grad_norm)
                 opt_t.step()
                 opt_t.zero_grad(set_to_none=True)  # free the pseudo-gradients until the next step
             del fast
             if not self.settings.share_forward:  # a fresh forward (new dropout mask), as the reference code does
                 s_logits = self.student(**inputs).logits
         # (c) the real student step, against the (updated) teacher
-        loss = self.loss(s_logits, self.teacher_logits(inputs), labels)
+        loss, task_term, kd_term = self.loss_terms(s_logits, self.teacher_logits(inputs), labels)
         self.check_finite(loss, self.outer_step)
         opt_s.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -290,11 +325,26 @@ class DistilModule(GlueModule):
             if undo_teacher is not None:
                 undo_teacher()
             return self._skip_batch(None)  # the scaler has already backed off
+        lrs = [sched.get_last_lr()[0] for sched in scheds]  # the learning rates this step used
         for sched in scheds:
             sched.step()
         self.outer_step += 1
         self.log("train/loss", loss, prog_bar=True)
+        self.log_dict(self._step_record(task_term, kd_term, lrs))
         return loss
+
+    def _step_record(self, task_term, kd_term, lrs) -> dict:
+        """What a dashboard needs per step: both loss terms, both learning rates, the three gradient norms."""
+        rec = {"train/task_loss": task_term, "lr/student": lrs[0], "grad_norm/student": self.last_grad_norm,
+               "epoch": float(self.current_epoch + 1)}  # 1-based, as in metrics.json
+        if kd_term is not None:
+            rec["train/kd_term"] = kd_term
+        if self.method == "reptile":
+            rec["grad_norm/fast_step"] = self.fast_grad_norm
+            if self.teacher_learns:
+                rec["lr/teacher"] = lrs[1]
+                rec["grad_norm/teacher_pseudo"] = self.pseudo_grad_norm
+        return {k: v for k, v in rec.items() if v is not None}
 
     def _skip_batch(self, scaler: torch.amp.GradScaler | None) -> None:
         if scaler is not None:

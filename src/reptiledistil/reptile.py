@@ -8,6 +8,7 @@ The teacher's pseudo-gradient is  theta_teacher - theta'[mapped]  (first-order o
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import torch
@@ -76,3 +77,23 @@ def interpolate_teacher_(pairs: ParamPairs, fast_student: Sequence[torch.Tensor]
     fast = [fast_student[i] for i in pairs.student_index]
     teacher = [p.data for p in pairs.teacher_params]
     torch._foreach_lerp_(teacher, fast, epsilon)
+
+
+def layer_group(name: str) -> str:
+    """`bert.encoder.layer.3.attention...` -> `layer_3`; embeddings, pooler and the task head by name."""
+    m = re.search(r"\.layer\.(\d+)\.", name)
+    if m:
+        return f"layer_{m.group(1)}"
+    return next((g for g in ("embeddings", "pooler") if g in name), "head")
+
+
+@torch.no_grad()
+def relative_drift(start: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per layer group, ||theta - theta_start|| / ||theta_start|| over the group's parameters (L2)."""
+    diff: dict[str, float] = {}
+    base: dict[str, float] = {}
+    for name, t0 in start.items():
+        g = layer_group(name)
+        diff[g] = diff.get(g, 0.0) + float((current[name].float() - t0.float()).pow(2).sum())
+        base[g] = base.get(g, 0.0) + float(t0.float().pow(2).sum())
+    return {g: (diff[g] / base[g]) ** 0.5 if base[g] else 0.0 for g in diff}

@@ -21,17 +21,21 @@ from .hardware import Hardware, default_share_forward, resolve_hardware
 from .layer_map import layer_mapping, parameter_pairs
 from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer, minilm_dir
 from .module import METHODS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
+from .naming import basename, format_number, is_multirun, run_suffix, sweep_group
 from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
-from .tasks import get_task
+from .tasks import get_task, task_for
 
 log = logging.getLogger("reptiledistil")
 
 
 
 def register_resolvers() -> None:
-    """`${minilm_dir:}` in conf/model/minilm.yaml. Called by the entry scripts (and tests) before composing."""
-    if not OmegaConf.has_resolver("minilm_dir"):
-        OmegaConf.register_new_resolver("minilm_dir", minilm_dir)
+    """`${minilm_dir:}` (conf/model/minilm.yaml), `${num:x}` and `${run_suffix:}` (run names, naming.py).
+    Called by the entry scripts (and tests) before Hydra composes a config."""
+    for name, fn in (("minilm_dir", minilm_dir), ("num", format_number), ("run_suffix", run_suffix),
+                     ("sweep_group", sweep_group), ("basename", basename)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 # Lightning warnings that are by design here, not the user's to act on; silenced only around fit().
@@ -67,8 +71,21 @@ def _hardware(cfg: DictConfig) -> Hardware:
 
 
 def _trainer(cfg: DictConfig, hw: Hardware, callbacks) -> pl.Trainer:
-    return hydra.utils.instantiate(cfg.trainer, accelerator=hw.accelerator, precision=hw.precision,
-                                   callbacks=callbacks, logger=_logger(cfg))
+    trainer = hydra.utils.instantiate(cfg.trainer, accelerator=hw.accelerator, precision=hw.precision,
+                                      callbacks=callbacks, logger=_logger(cfg))
+    if trainer.logger is not None:  # W&B run config / CSV hparams.yaml: every resolved hyper-parameter
+        trainer.logger.log_hyperparams({**_resolved(cfg), "resolved_precision": hw.precision,
+                                        "run_name": basename(cfg.output_dir)})
+    return trainer
+
+
+def _close_logger(trainer: pl.Trainer) -> None:
+    """End the W&B run: the jobs of a multirun share one process, and each must get its own run."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        if isinstance(lg, WandbLogger) and lg._experiment is not None:
+            lg.experiment.finish()
 
 
 def _is_rank_zero() -> bool:
@@ -116,6 +133,8 @@ def _fit(cfg, hw: Hardware, module, dm, stage: Path, model_subdir: str, tokenize
         kept = (f"the best checkpoint so far (epoch {best.best['epoch']}) is kept in {stage.resolve()}"
                 if best.best else f"no dev evaluation had finished, so there is no checkpoint ({stage.resolve()})")
         raise ConfigError(f"{e} Training stopped; {kept}. Lower the learning rate or check the data.") from None
+    finally:
+        _close_logger(trainer)
     if best.best is None:
         raise ConfigError("Training finished without a dev evaluation, so no model was selected. "
                           "Check trainer.limit_val_batches / check_val_every_n_epoch.")
@@ -148,14 +167,18 @@ def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(log_dir) / summary_file, summary)
     b, f = summary["best"], summary["final"]
-    fmt = lambda r: ", ".join(f"{k}={v:.4f}" for k, v in r.items() if k not in ("epoch", "step"))
+    fmt = lambda r, t="": ", ".join(f"{k[len(t):]}={v:.4f}" for k, v in r.items()
+                                    if k.startswith(t) and not k.startswith("teacher_" if not t else "-")
+                                    and k not in ("epoch", "step"))
     print(f"{what} saved to {model_dir}\n  best dev (epoch {b['epoch']}): {fmt(b)}\n"
           f"  final dev (epoch {f['epoch']}): {fmt(f)}")
+    if "teacher_selection" in f:  # Reptile: what the updated teacher scores itself
+        print(f"  teacher after distillation (epoch {f['epoch']}): {fmt(f, 'teacher_')}")
 
 
 def finetune(cfg: DictConfig) -> dict:
     """Fine-tune a teacher on one GLUE task; save the best-on-dev model and its dev metrics."""
-    task = get_task(cfg.task.name)
+    task = task_for(cfg)
     hw = _hardware(cfg)
     with _staged(cfg) as (out, stage):
         pl.seed_everything(cfg.seed, workers=True)
@@ -186,6 +209,14 @@ def check_distil_config(cfg: DictConfig) -> None:
             raise ConfigError(f"method.share_forward must be auto, true or false, got {cfg.method.share_forward!r}.")
 
 
+def _save_teacher(cfg: DictConfig) -> bool:
+    """save_teacher: auto saves the updated teacher for a single run; a sweep's jobs skip it (90-440 MB each)."""
+    value = str(cfg.get("save_teacher", "auto")).lower()
+    if value not in ("auto", "true", "false"):
+        raise ConfigError(f"save_teacher must be auto, true or false, got {cfg.save_teacher!r}.")
+    return not is_multirun() if value == "auto" else value == "true"
+
+
 def distil_settings(cfg: DictConfig, hw: Hardware) -> DistilSettings:
     m = cfg.method
     reptile = m.name == "reptile"  # update, epsilon and share_forward exist in conf/method/reptile.yaml only
@@ -200,7 +231,8 @@ def distil_settings(cfg: DictConfig, hw: Hardware) -> DistilSettings:
 def distil(cfg: DictConfig) -> dict:
     """Distil a fine-tuned teacher into a student with method reptile, kd or finetune."""
     check_distil_config(cfg)
-    task = get_task(cfg.task.name)
+    _save_teacher(cfg)  # checks the value before anything slow
+    task = task_for(cfg)
     hw = _hardware(cfg)
     method = cfg.method.name
     teacher = None
@@ -223,7 +255,7 @@ def distil(cfg: DictConfig) -> dict:
                               hydra.utils.instantiate(cfg.student_optimizer),
                               hydra.utils.instantiate(cfg.teacher_optimizer), pairs)
         best = _fit(cfg, hw, module, dm, stage, "student", tokenizer)
-        if method == "reptile" and _is_rank_zero():  # the teacher changed: keep its final state too
+        if method == "reptile" and _is_rank_zero() and _save_teacher(cfg):  # the teacher changed: keep it too
             teacher.save_pretrained(stage / "teacher")
             tokenizer.save_pretrained(stage / "teacher")
     summary = _summary(cfg, task, best, {"method": method, "strategy": cfg.strategy.name,
@@ -242,7 +274,7 @@ def predict(cfg: DictConfig) -> dict:
     from .quantize import is_quantized_dir, quantize_int8, save_quantized
     from .submission import format_predictions, predict_logits, write_submission, zip_submissions
 
-    task = get_task(cfg.task.name)
+    task = task_for(cfg, cfg.model_dir)
     if cfg.split not in ("dev", "test"):
         raise ConfigError(f"split must be dev or test, got {cfg.split!r}.")
     quantize = str(cfg.get("quantize") or "none").lower()
@@ -284,7 +316,7 @@ def predict(cfg: DictConfig) -> dict:
             result[name] = m
             print(f"{task.name} {name} ({len(ds)} examples): " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
         else:
-            write_submission(out / name, ds["idx"], format_predictions(task, logits))
+            write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)
             result[name] = str(out / name)
             print(f"wrote {out / name} ({len(ds)} rows)")
     if cfg.split == "dev":

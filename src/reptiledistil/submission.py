@@ -1,4 +1,5 @@
-"""Batch inference and GLUE submission files (`index<TAB>prediction`, one row per test example, in order)."""
+"""Batch inference and prediction files: GLUE submissions (`index<TAB>prediction`, one row per test example, in
+order) and task=custom's predictions.tsv (`id<TAB>prediction`)."""
 
 from __future__ import annotations
 
@@ -28,16 +29,22 @@ def predict_logits(model, tokenizer, ds: datasets.Dataset, max_seq_length: int, 
 
 
 def format_predictions(task: Task, logits: torch.Tensor) -> list[str]:
-    """Label names for classification (0/1 for binary tasks, names for NLI); STS-B scores clipped to [0, 5]."""
+    """Label names for classification (0/1 for binary tasks, names for NLI); STS-B scores clipped to [0, 5].
+
+    task=custom: the label names saved with the model; regression scores unclipped (6 significant digits).
+    """
     if task.is_regression:
+        if task.custom is not None:
+            return [f"{x + 0.0:.6g}" for x in logits.squeeze(-1).tolist()]
         # + 0.0 turns -0.0 (which clamp keeps) into 0.0, so no "-0.000" reaches the server.
         return [f"{x + 0.0:.3f}" for x in logits.squeeze(-1).clamp(0.0, 5.0).tolist()]
     return [task.labels[i] for i in logits.argmax(-1).tolist()]
 
 
-def write_submission(path: Path, indices: list[int], preds: list[str]) -> None:
+def write_submission(path: Path, indices: list, preds: list[str], id_header: str = "index") -> None:
+    """`<id_header>\tprediction`, then one row per example (GLUE: index; task=custom: id)."""
     assert len(indices) == len(preds), (len(indices), len(preds))
-    lines = ["index\tprediction"] + [f"{i}\t{p}" for i, p in zip(indices, preds)]
+    lines = [f"{id_header}\tprediction"] + [f"{i}\t{p}" for i, p in zip(indices, preds)]
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 

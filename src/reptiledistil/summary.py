@@ -1,7 +1,7 @@
 """The closing table of the main command: teacher vs student on dev, size, measured speed-up, where things went.
 
   python -m reptiledistil.summary --task mrpc --teacher model/mrpc/teacher \
-      --run model/mrpc/reptile-skip-a0.5-T5.0 --predictions predictions/mrpc
+      --run model/mrpc/reptile-skip-a0.5-T5 --predictions predictions/mrpc
 """
 
 from __future__ import annotations

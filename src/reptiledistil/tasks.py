@@ -7,8 +7,12 @@ Column names are those of the classic `glue_data/<TASK>/` TSV files written by `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .custom_data import CustomData
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ class Task:
     # CoLA's train/dev files have no header: these names are given to their columns.
     headerless_columns: tuple[str, ...] = ()
     label_aliases: dict[str, str] = field(default_factory=dict)
+    id_header: str = "index"  # first column of the prediction files (GLUE: index; task=custom: id)
+    # task=custom only: the user's data settings and loaded splits (custom_data.py); None for GLUE tasks.
+    custom: CustomData | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_regression(self) -> bool:
@@ -107,11 +114,30 @@ TASKS: dict[str, Task] = {
 }
 
 
+CUSTOM = "custom"  # task=custom: the user's own data, see custom_data.py and conf/task/custom.yaml
+
+
 def get_task(name: str) -> Task:
     key = str(name).lower().replace("-", "")
+    if key == CUSTOM:
+        raise ConfigError("task=custom is not in the GLUE table: it is built from your data files (data.train_file "
+                          "and the other keys in conf/task/custom.yaml) by tasks.task_for(cfg).")
     if key not in TASKS:
         raise ConfigError(
-            f"Unknown task {name!r}. Valid tasks: {', '.join(TASKS)}. "
+            f"Unknown task {name!r}. Valid tasks: {', '.join(TASKS)}, or {CUSTOM} for your own data files. "
             "Pick one with task=<name>, e.g. `python finetune_teacher.py task=rte`."
         )
     return TASKS[key]
+
+
+def task_for(cfg, model_dir: str | None = None) -> Task:
+    """The task of a run: a GLUE task from the table, or task=custom built from the data.* files.
+
+    For task=custom the files are checked and loaded here, before any model: labels come from the training file,
+    or, with `model_dir` (predict.py), from that model's config.
+    """
+    if str(cfg.task.name).lower() == CUSTOM:
+        from .custom_data import custom_task_for  # reads the user's files: only when asked to
+
+        return custom_task_for(cfg, model_dir)
+    return get_task(cfg.task.name)
