@@ -272,7 +272,7 @@ def test_bad_input_predict(tmp_path, no_models, custom_model):
     out = tmp_path / "pred"
     cases = [
         ([], ["data.test_file is not set", "data.test_file=<"]),
-        ([f"data.test_file={files['test']}", "data.id_column=row_id"],
+        ([f"data.test_file={files['test']}", "data.id_column=row_id", "data.text_columns=[sentence]"],
          ["no column 'row_id'", "uid, sentence", "data.id_column"]),
         ([f"data.test_file={files['test']}", "data.text_columns=[text]"], ["no column 'text'", "data.text_columns"]),
         (["split=dev", f"data.validation_file={bad_dev}", "data.text_columns=[sentence]"],

@@ -77,3 +77,12 @@ def test_name_suffix_keeps_what_changes_the_run_and_drops_paths():
     overrides = ["task=rte", "seed=2", "alpha=0.3", "student_lr=1e-4", "output_dir=/x", "teacher_dir=model/t",
                  "model.student.source=/tmp/tiny", "trainer.enable_progress_bar=false", "hydra.run.dir=x", "epochs=3.0"]
     assert name_suffix(overrides) == "-epochs=3-seed=2-student_lr=0.0001"
+
+
+def test_student_has_a_model_card(env, tiny_bert):
+    _run(env, tiny_bert, "card")
+    card = (env[0] / "card" / "student" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers") and "pipeline_tag: text-classification" in card
+    for text in ("| task | rte |", "reptile / skip", "| alpha, temperature | 0.5, 5.0 |", "dev (best epoch",
+                 "measured speed-up", "parameters"):
+        assert text in card, text

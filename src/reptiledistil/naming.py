@@ -13,7 +13,10 @@ from __future__ import annotations
 NOT_IN_NAME = ("task", "method", "strategy", "alpha", "temperature", "output_dir", "teacher_dir", "log_dir",
                "overwrite", "resume", "save_teacher", "data.glue_dir", "data.num_workers", "logger", "hydra",
                "trainer.enable_progress_bar", "trainer.devices", "trainer.accelerator", "trainer.num_nodes",
-               "trainer.strategy", "trainer", "checkpoint_every_n_steps", "eval_batch_size")
+               "trainer.strategy", "trainer", "checkpoint_every_n_steps", "eval_batch_size",
+               # task=custom: which data (like task=), so finetune_teacher.py, train.py and predict.py agree on paths
+               "data.train_file", "data.validation_file", "data.test_file", "data.text_columns", "data.label_column",
+               "data.id_column", "data.task_type")
 
 
 def format_number(value) -> str:

@@ -19,6 +19,7 @@ from .data import GlueDataModule, check_max_seq_length
 from .errors import ConfigError
 from .hardware import Hardware, default_share_forward, resolve_hardware
 from .layer_map import layer_mapping, parameter_pairs
+from .model_card import write_model_card
 from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer, minilm_dir
 from .module import METHODS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
 from .naming import basename, format_number, is_multirun, run_suffix, sweep_group
@@ -261,6 +262,8 @@ def distil(cfg: DictConfig) -> dict:
     summary = _summary(cfg, task, best, {"method": method, "strategy": cfg.strategy.name,
                                          "teacher": str(cfg.teacher_dir) if teacher is not None else None,
                                          "student_layers": student.config.num_hidden_layers})
+    if _is_rank_zero():  # README.md (Hugging Face model card) beside the student's weights
+        write_model_card(summary, stage / "student", Path(cfg.teacher_dir) if teacher is not None else None)
     _publish(stage, out, "metrics.json", summary, f"Student ({method}, {cfg.strategy.name})", out / "student")
     return summary
 
