@@ -53,7 +53,7 @@ def test_optuna_search_runs_trials_and_maximises_the_dev_score(env, tiny_bert, t
 def test_submitit_local_launcher_runs_a_two_job_sweep(env, tiny_bert, tmp_path):
     runs = _sweep(env, tiny_bert, tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
                   "seed=1,2")
-    assert [r.name.rsplit("-", 1)[-1] for r in runs] == ["seed=1", "seed=2"]
+    assert [r.name.rsplit("-", 1)[-1] for r in runs] == ["seed1", "seed2"]
     for r in runs:
         assert json.loads((r / "metrics.json").read_text())["final"]["epoch"] == 1
 

@@ -76,7 +76,7 @@ def test_numbers_are_spelled_one_way(value, text):
 def test_name_suffix_keeps_what_changes_the_run_and_drops_paths():
     overrides = ["task=rte", "seed=2", "alpha=0.3", "student_lr=1e-4", "output_dir=/x", "teacher_dir=model/t",
                  "model.student.source=/tmp/tiny", "trainer.enable_progress_bar=false", "hydra.run.dir=x", "epochs=3.0"]
-    assert name_suffix(overrides) == "-epochs=3-seed=2-student_lr=0.0001"
+    assert name_suffix(overrides) == "-epochs3-seed2-student_lr0.0001"
 
 
 def test_student_has_a_model_card(env, tiny_bert):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import random
+import signal
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 
 from .outputs import atomic_dir
 
@@ -23,6 +28,12 @@ class BestOnDev(pl.Callback):
         self.best: dict | None = None
         self.wall_s: float | None = None  # set by the caller: how long trainer.fit took
 
+    def state_dict(self) -> dict:  # in the resumable checkpoint
+        return {"history": self.history, "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.best = state["history"], state["best"]
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         if trainer.sanity_checking or not pl_module.last_eval:
             return
@@ -37,3 +48,126 @@ class BestOnDev(pl.Callback):
                 pl_module.eval_model.save_pretrained(tmp)
                 if self.tokenizer is not None:
                     self.tokenizer.save_pretrained(tmp)
+
+
+class ResumableCheckpoint(pl.Callback):
+    """Lightning checkpoints a killed run can continue from, bit for bit: `<staging>/checkpoints/last.ckpt`.
+
+    Saved (atomically: temp file + rename) at the end of every epoch after its dev evaluation, every
+    `every_n_steps` batches, and when the run is asked to stop: SIGTERM (what SLURM and Kubernetes send
+    before preemption) or Ctrl-C finish the current batch, save, and exit with 128 + the signal number.
+    Besides what Lightning saves (both networks, optimizers, schedulers, loop counters, loss scaler,
+    BestOnDev's record), it holds the RNG states and how many batches of the current epoch are done, so
+    the resumed run sees the same batches and dropout masks as an uninterrupted one.
+    """
+
+    def __init__(self, path: Path, every_n_steps: int | None = None, identity: dict | None = None):
+        self.path = Path(path)
+        self.every_n_steps = every_n_steps
+        self.identity = identity or {}  # task, method, shapes: checked before a resume (resume.py)
+        self.batches_done = 0  # in the current epoch
+        self._rng: dict | None = None
+        self._stop_signal: int | None = None
+        self._old_handlers: dict = {}
+
+    # -- what goes into the checkpoint ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"batches_done": self.batches_done, "rng": _rng_states(), "identity": self.identity}
+
+    def load_state_dict(self, state: dict) -> None:
+        # A mid-epoch restart does not call on_train_epoch_start: the position is set here (the data
+        # module restores its own copy, which makes the sampler skip the batches already done).
+        self.batches_done = state["batches_done"]
+        self._rng = state["rng"]
+
+    # -- when to save -----------------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Replaces Lightning's SIGTERM handler too: it would stop before the epoch-end checkpoint.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old_handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._request_stop)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore_handlers()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore_handlers()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._rng is not None:  # first batch after a resume: the RNG exactly as it was when saved
+            _set_rng_states(self._rng)
+            self._rng = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches_done += 1
+        if hasattr(trainer.datamodule, "train_batches_done"):
+            trainer.datamodule.train_batches_done = self.batches_done
+        if self.batches_done >= trainer.num_training_batches:
+            return  # the epoch-end checkpoint (after the dev evaluation) follows
+        stop = self._stop_requested(trainer)
+        if stop or (self.every_n_steps and self.batches_done % self.every_n_steps == 0):
+            self.save(trainer)
+        if stop:
+            self._stop(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.batches_done = 0
+        if hasattr(trainer.datamodule, "train_batches_done"):
+            trainer.datamodule.train_batches_done = 0
+        self.save(trainer)
+        if self._stop_requested(trainer):
+            self._stop(trainer)
+
+    def save(self, trainer) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+    # -- stopping on a signal -----------------------------------------------------------------------------
+    def _request_stop(self, signum, frame) -> None:
+        if self._stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+        self._stop_signal = signum
+
+    def _stop_requested(self, trainer) -> bool:
+        flag = self._stop_signal is not None
+        if trainer.world_size > 1:  # every process must stop at the same batch (the save is collective)
+            import torch.distributed as dist
+
+            t = torch.tensor([float(flag)], device=trainer.strategy.root_device)
+            dist.all_reduce(t)
+            flag = bool(t.item())
+        return flag
+
+    def _stop(self, trainer) -> None:
+        signum = self._stop_signal or signal.SIGTERM
+        if trainer.is_global_zero:
+            print(f"\nStopped by {signal.Signals(signum).name} after epoch {trainer.current_epoch + 1}, batch "
+                  f"{self.batches_done or 'end'}: checkpoint saved to {self.path}.\nContinue with the same "
+                  "command plus resume=true.", flush=True)
+        raise SystemExit(128 + signum)
+
+    def _restore_handlers(self) -> None:
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers = {}
+
+
+def _rng_states() -> dict:
+    # Plain lists and tensors only, so the checkpoint loads with torch.load(weights_only=True).
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "numpy": [name, keys.tolist(), pos, has_gauss, gauss],
+              "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -14,6 +14,7 @@ them, and the task type, from the model's config.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -119,7 +120,7 @@ def _check_file(value: str | None, key: str) -> tuple[Path, str]:
     return path, fmt
 
 
-def _scan(path: Path, fmt: str) -> None:
+def _scan(path: Path, fmt: str, key: str) -> None:
     """Read the bytes once: UTF-8 everywhere (the first bad byte is reported with its line), not empty, and
     (CSV/TSV) more than a header line. datasets' own errors for these say little about where or why."""
     nonblank = 0
@@ -133,10 +134,12 @@ def _scan(path: Path, fmt: str) -> None:
                     "as UTF-8, e.g. iconv -f latin1 -t utf-8 in.csv > out.csv (with the file's real encoding).") from None
             if text.lstrip("\ufeff").strip():
                 nonblank += 1
+    layout = "one JSON object per line" if fmt == "json" else "a header line, then one example per line"
     if nonblank == 0:
-        raise ConfigError(f"{path} is empty. Put the examples in it ({FORMAT_HELP})")
+        raise ConfigError(f"{path} is empty. Fill it with examples ({layout}), or point data.{key} to another file.")
     if nonblank == 1 and fmt != "json":
-        raise ConfigError(f"{path} has a header line but no data rows. Add one example per line below the header.")
+        raise ConfigError(f"{path} has a header line but no data rows. Add one example per line below the header, "
+                          f"or point data.{key} to another file.")
 
 
 def _csv_kwargs(fmt: str) -> dict:
@@ -187,10 +190,10 @@ def _json_error(path: Path) -> str | None:
 def read_table(value: str | None, key: str) -> tuple[datasets.Dataset, Path, str]:
     """data.<key> as a Dataset with the file's own columns (CSV/TSV: every value a string, as written)."""
     path, fmt = _check_file(value, key)
-    _scan(path, fmt)
+    _scan(path, fmt, key)
     kw: dict = {}
     if fmt != "json":
-        header = next(_csv_rows(path, fmt))[1]
+        header = next(iter(row for _, row in _csv_rows(path, fmt)))
         repeated = sorted({c for c in header if header.count(c) > 1})
         if repeated:
             raise ConfigError(f"{path}: column name(s) {repeated} appear more than once in the header line. "
@@ -373,7 +376,7 @@ def prediction_task(s: DataSettings, model_dir: str, split: str) -> Task:
     """predict.py: task type and labels from the model's config; the requested split (dev or test) loaded."""
     hint = "Pass model_dir=<a model fine-tuned or distilled with task=custom>."
     task_type, labels = model_labels(model_dir, hint)
-    s = DataSettings(**{**s.__dict__, "task_type": task_type})
+    s = dataclasses.replace(s, task_type=task_type)
     splits: dict = {}
     if split == "dev":
         dev, _ = _labelled(s, "validation_file", labels, f"the labels of the model ({model_dir})")

@@ -192,13 +192,45 @@ def subsample(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
     return ds.select(range(min(n, len(ds)))) if n and n > 0 else ds
 
 
+class ResumableSampler(torch.utils.data.Sampler):
+    """Shuffled training order that a resumed run can pick up mid-epoch.
+
+    Epoch e is a permutation seeded with seed + e (Lightning calls set_epoch), split across processes as
+    DistributedSampler does (padded to a multiple of the process count, every world_size-th index); after
+    skip_batches(k) the next pass starts k batches in, exactly where a killed run stopped.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
+        self.epoch, self._skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip_batches(self, k: int) -> None:
+        self._skip = k
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order += order[: len(self) * self.world_size - self.n]  # pad so every process gets as many
+        start, self._skip = self._skip * self.batch_size, 0
+        return iter(order[self.rank::self.world_size][start:])
+
+
 class GlueDataModule(pl.LightningDataModule):
     """Train and dev loaders for one task; one val loader per eval split (MNLI: matched, mismatched)."""
 
     def __init__(self, task: Task, tokenizer: PreTrainedTokenizerBase, glue_dir: str | None = None,
                  source: str = "tsv", max_seq_length: int = 128, batch_size: int = 32, eval_batch_size: int = 64,
-                 max_train_samples: int | None = None, max_eval_samples: int | None = None, num_workers: int = 0):
+                 max_train_samples: int | None = None, max_eval_samples: int | None = None, num_workers: int = 0,
+                 seed: int = 0):
         super().__init__()
+        self.seed = seed  # the training order of epoch e is a permutation seeded with seed + e
+        self.train_batches_done = 0  # in the current epoch; kept in checkpoints (set by ResumableCheckpoint)
+        self._resume_skip = 0
         self.task, self.tokenizer = task, tokenizer
         self.glue_dir, self.source = glue_dir, source
         self.max_seq_length, self.batch_size, self.eval_batch_size = max_seq_length, batch_size, eval_batch_size
@@ -225,7 +257,19 @@ class GlueDataModule(pl.LightningDataModule):
                           collate_fn=self.collate, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_ds, True, self.batch_size)
+        t = self.trainer
+        sampler = ResumableSampler(len(self.train_ds), self.batch_size, self.seed,
+                                   t.global_rank if t else 0, t.world_size if t else 1)
+        sampler.skip_batches(self._resume_skip)  # a run resumed mid-epoch starts where it stopped
+        self._resume_skip = 0
+        return DataLoader(self.train_ds.with_format("python"), batch_size=self.batch_size, sampler=sampler,
+                          collate_fn=self.collate, num_workers=self.num_workers)
+
+    def state_dict(self) -> dict:
+        return {"train_batches_done": self.train_batches_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_skip = self.train_batches_done = state["train_batches_done"]
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.eval_ds[n], False, self.eval_batch_size) for n in self.eval_names]

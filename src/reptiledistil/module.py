@@ -183,7 +183,10 @@ class DistilModule(GlueModule):
         # Reptile changes the teacher: its own dev score and its drift from the fine-tuned weights per layer
         # are measured every epoch (the paper's idea, made visible).
         self.teacher_metrics = nn.ModuleList([build_metrics(task) for _ in eval_names]) if s.method == "reptile" else None
-        self._teacher_start: dict[str, torch.Tensor] = {}
+        # The fine-tuned teacher, for its drift (on the CPU: no GPU memory); taken here, before a resume
+        # restores the updated weights.
+        self._teacher_start = ({n: p.detach().cpu().clone() for n, p in zip(pairs.teacher_names, pairs.teacher_params)}
+                               if self.teacher_metrics is not None else {})
         if teacher is not None:
             # The teacher moves only through its optimizer (pseudo-gradients), never through backprop.
             teacher.requires_grad_(False)
@@ -225,9 +228,13 @@ class DistilModule(GlueModule):
                 hp[p] = (g.get("initial_lr", g["lr"]), g["weight_decay"], g["betas"], g["eps"])
         self._student_params = [p for p in self.student.parameters() if p in hp]
         self._fast_hp = [hp[p] for p in self._student_params]
-        if self.teacher_metrics is not None and not self._teacher_start:  # kept on the CPU: no GPU memory
-            self._teacher_start = {n: p.detach().cpu().clone() for n, p in zip(self.pairs.teacher_names,
-                                                                               self.pairs.teacher_params)}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["distil_counters"] = {"outer_step": self.outer_step, "skipped_steps": self.skipped_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.outer_step = checkpoint["distil_counters"]["outer_step"]
+        self.skipped_steps = checkpoint["distil_counters"]["skipped_steps"]
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         super().validation_step(batch, batch_idx, dataloader_idx)

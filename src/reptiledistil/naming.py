@@ -1,7 +1,7 @@
 """Run names: one spelling per setting, and every swept value in the name, so no two sweep jobs share a folder.
 
 conf/train.yaml names a run  model/<task>/<method>-<strategy>-a<alpha>-T<temperature><extra>  where <extra>
-lists every other command-line override that changes the result (`-seed=2-student_lr=0.0001`), sorted;
+lists every other command-line override that changes the result (`-seed2-student_lr0.0001`), sorted;
 paths are left out (they say where things are, and would make unusable folder names).
 Numbers are written one way (`5`, `5.0` and `5.00` are all `5`), so the same setting is never trained twice
 under two names and predict.py's default path finds it.
@@ -13,7 +13,7 @@ from __future__ import annotations
 NOT_IN_NAME = ("task", "method", "strategy", "alpha", "temperature", "output_dir", "teacher_dir", "log_dir",
                "overwrite", "resume", "save_teacher", "data.glue_dir", "data.num_workers", "logger", "hydra",
                "trainer.enable_progress_bar", "trainer.devices", "trainer.accelerator", "trainer.num_nodes",
-               "trainer.strategy", "trainer", "checkpoint_every_n_steps", "eval_batch_size",
+               "trainer.strategy", "trainer", "trainer.log_every_n_steps", "checkpoint_every_n_steps", "eval_batch_size",
                # task=custom: which data (like task=), so finetune_teacher.py, train.py and predict.py agree on paths
                "data.train_file", "data.validation_file", "data.test_file", "data.text_columns", "data.label_column",
                "data.id_column", "data.task_type")
@@ -35,15 +35,15 @@ def _key(override: str) -> str:
 
 
 def name_suffix(overrides: list[str]) -> str:
-    """`-key=value` for every override that changes the run (values as format_number writes them)."""
+    """`-<key><value>` for every override that changes the run (values as format_number writes them)."""
     parts = []
     for o in sorted(overrides, key=_key):
         key = _key(o)
         raw = o.split("=", 1)[1] if "=" in o else ""
-        if "=" not in o or "/" in raw or any(key == k or key.startswith(k + ".") for k in NOT_IN_NAME):
+        if "=" not in o or "/" in raw or key in NOT_IN_NAME or key.startswith(("hydra.", "logger.")):
             continue  # paths (and hub ids) say where a model comes from, and would make unusable folder names
         value = format_number(raw).replace(" ", "")
-        parts.append(f"-{key}={value}")
+        parts.append(f"-{key}{value}")  # no "=": a path holding one could not be passed back as key=value
     return "".join(parts)
 
 

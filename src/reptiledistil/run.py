@@ -14,7 +14,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from .callbacks import BestOnDev
+from .callbacks import BestOnDev, ResumableCheckpoint
 from .data import GlueDataModule, check_max_seq_length
 from .errors import ConfigError
 from .hardware import Hardware, default_share_forward, resolve_hardware
@@ -23,6 +23,7 @@ from .model_card import write_model_card
 from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer, minilm_dir
 from .module import METHODS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
 from .naming import basename, format_number, is_multirun, run_suffix, sweep_group
+from .resume import check_checkpoint, checkpoint_path, describe, resume_request
 from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
 from .tasks import get_task, task_for
 
@@ -51,7 +52,7 @@ FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={tas
 def _datamodule(cfg: DictConfig, task, tokenizer) -> GlueDataModule:
     d = cfg.data
     return GlueDataModule(task, tokenizer, d.glue_dir, d.source, cfg.max_seq_length, cfg.batch_size,
-                          cfg.eval_batch_size, d.max_train_samples, d.max_eval_samples, d.num_workers)
+                          cfg.eval_batch_size, d.max_train_samples, d.max_eval_samples, d.num_workers, seed=cfg.seed)
 
 
 def _logger(cfg: DictConfig):
@@ -96,39 +97,65 @@ def _is_rank_zero() -> bool:
 
 @contextmanager
 def _staged(cfg: DictConfig):
-    """Check the output location before anything slow; yields (final dir, staging dir).
+    """Check the output location before anything slow; yields (final dir, staging dir, checkpoint to resume).
 
-    If the run fails before writing anything, its empty staging dir is removed again; one holding a
-    checkpoint is kept (the last good one).
+    A run writes into `.<output_dir>.partial/` (models, `checkpoints/last.ckpt`) and is renamed into place
+    when it finishes. A killed run leaves that folder behind: `resume=true` continues from its checkpoint,
+    `overwrite=true` discards it. If a run fails before writing anything, its empty staging dir is removed.
     """
+    resume = resume_request(cfg.get("resume", False))
     if not _is_rank_zero():
-        yield Path(cfg.output_dir), staging_dir(cfg.output_dir)
+        ckpt = resume if isinstance(resume, Path) else checkpoint_path(cfg.output_dir)
+        yield Path(cfg.output_dir), staging_dir(cfg.output_dir), ckpt if resume else None
         return
-    out = check_output_dir(cfg.output_dir, cfg.overwrite)
-    stage = staging_dir(out)
-    if stage.exists():
-        if not cfg.overwrite:
-            raise ConfigError(f"{stage.resolve()} holds the partial results of an earlier run that did not finish "
-                              "(its best checkpoint so far). Move it away, or pass overwrite=true to discard it.")
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
+    out = check_output_dir(cfg.output_dir, cfg.overwrite and not resume)
+    stage, ckpt = staging_dir(out), checkpoint_path(out)
+    if resume:
+        if resume is True and not ckpt.is_file():
+            raise ConfigError(f"resume=true, but there is no checkpoint to continue from: {ckpt.resolve()} does not "
+                              "exist (the run finished, never started, or was killed before its first checkpoint). "
+                              "Run without resume=true to start it.")
+        ckpt = ckpt if resume is True else resume
+    elif (ckpt.is_file() or _has_files(stage)) and not cfg.overwrite:
+        if ckpt.is_file():
+            raise ConfigError(f"{out.resolve()} has an unfinished run; its checkpoint is {describe(ckpt.resolve())}. "
+                              "Continue it with the same command plus resume=true, or pass overwrite=true to "
+                              "start over.")
+        raise ConfigError(f"{stage.resolve()} holds the partial results of an earlier run that stopped before its "
+                          "first checkpoint. Move it away, or pass overwrite=true to discard it.")
+    else:  # overwrite=true, or leftovers without a single file in them
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
+    stage.mkdir(parents=True, exist_ok=True)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     try:
-        yield out, stage
+        yield out, stage, (ckpt if resume else None)
     except BaseException:
-        if stage.is_dir() and not any(stage.iterdir()):
-            stage.rmdir()
+        for d in (stage, ckpt.parent):
+            if d.is_dir() and not _has_files(d):
+                shutil.rmtree(d)
         raise
 
 
-def _fit(cfg, hw: Hardware, module, dm, stage: Path, model_subdir: str, tokenizer) -> BestOnDev:
+def _has_files(d: Path) -> bool:
+    return d.is_dir() and any(p.is_file() for p in d.rglob("*"))
+
+
+def _fit(cfg, hw: Hardware, module, dm, stage: Path, model_subdir: str, tokenizer, identity: dict,
+         resume_from: Path | None) -> BestOnDev:
     best = BestOnDev(stage / model_subdir if model_subdir else stage, tokenizer)
-    trainer = _trainer(cfg, hw, [best])
+    every = cfg.get("checkpoint_every_n_steps")
+    saver = ResumableCheckpoint(checkpoint_path(cfg.output_dir), int(every) if every else None, identity)
+    if resume_from is not None:
+        check_checkpoint(resume_from, identity)
+        print(f"resuming from {describe(resume_from)}")
+    trainer = _trainer(cfg, hw, [best, saver])  # BestOnDev first: the epoch checkpoint includes its record
     try:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             for message in KNOWN_WARNINGS:
                 warnings.filterwarnings("ignore", message=message)
-            trainer.fit(module, datamodule=dm)
+            trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
         best.wall_s = time.perf_counter() - t0
     except NonFiniteLossError as e:
         kept = (f"the best checkpoint so far (epoch {best.best['epoch']}) is kept in {stage.resolve()}"
@@ -163,6 +190,7 @@ def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str
         return
     write_json_atomic(stage / summary_file, summary)
     publish(stage, out)
+    shutil.rmtree(checkpoint_path(out).parent, ignore_errors=True)  # finished: nothing left to resume
     log_dir = summary.get("log_dir")
     if log_dir and "${" not in str(log_dir):  # a copy beside the logs: a sweep's job folders list every run
         Path(log_dir).mkdir(parents=True, exist_ok=True)
@@ -181,7 +209,7 @@ def finetune(cfg: DictConfig) -> dict:
     """Fine-tune a teacher on one GLUE task; save the best-on-dev model and its dev metrics."""
     task = task_for(cfg)
     hw = _hardware(cfg)
-    with _staged(cfg) as (out, stage):
+    with _staged(cfg) as (out, stage, resume_from):
         pl.seed_everything(cfg.seed, workers=True)
         tokenizer = load_tokenizer(cfg.model.teacher_init)
         model = load_for_finetuning(cfg.model.teacher_init, task)
@@ -189,7 +217,9 @@ def finetune(cfg: DictConfig) -> dict:
         dm = _datamodule(cfg, task, tokenizer)
         module = FinetuneModule(model, task, [s.name for s in task.eval_splits],
                                 hydra.utils.instantiate(cfg.optimizer), cfg.warmup_ratio, cfg.max_grad_norm)
-        best = _fit(cfg, hw, module, dm, stage, "", tokenizer)
+        identity = {"script": "finetune_teacher", "task": task.name, "layers": model.config.num_hidden_layers,
+                    "hidden_size": model.config.hidden_size, "num_labels": model.config.num_labels}
+        best = _fit(cfg, hw, module, dm, stage, "", tokenizer, identity, resume_from)
     summary = _summary(cfg, task, best, {"model": str(cfg.model.teacher_init)})
     _publish(stage, out, "dev_metrics.json", summary, "Teacher", out)
     return summary
@@ -240,7 +270,7 @@ def distil(cfg: DictConfig) -> dict:
     if method != "finetune":
         hint = FINETUNE_HINT.format(task=task.name, path=cfg.teacher_dir)
         teacher = load_finetuned(cfg.teacher_dir, task, "Teacher", hint)
-    with _staged(cfg) as (out, stage):
+    with _staged(cfg) as (out, stage, resume_from):
         pl.seed_everything(cfg.seed, workers=True)
         st = cfg.model.student
         student = build_student(st.init, st.source, task, st.num_layers, cfg.strategy.name)
@@ -255,7 +285,10 @@ def distil(cfg: DictConfig) -> dict:
         module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits], distil_settings(cfg, hw),
                               hydra.utils.instantiate(cfg.student_optimizer),
                               hydra.utils.instantiate(cfg.teacher_optimizer), pairs)
-        best = _fit(cfg, hw, module, dm, stage, "student", tokenizer)
+        identity = {"script": "train", "task": task.name, "method": method, "strategy": cfg.strategy.name,
+                    "teacher_layers": teacher.config.num_hidden_layers if teacher is not None else None,
+                    "student_layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size}
+        best = _fit(cfg, hw, module, dm, stage, "student", tokenizer, identity, resume_from)
         if method == "reptile" and _is_rank_zero() and _save_teacher(cfg):  # the teacher changed: keep it too
             teacher.save_pretrained(stage / "teacher")
             tokenizer.save_pretrained(stage / "teacher")

@@ -1,0 +1,139 @@
+"""Resume after a crash: a run killed mid-epoch and resumed ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import compose_cfg, quick, write_glue
+from reptiledistil.errors import ConfigError
+from reptiledistil.resume import checkpoint_path
+from reptiledistil.run import distil, finetune
+
+TESTS = Path(__file__).resolve().parent
+
+# Runs one pipeline step in a fresh process, as the scripts do; with KILL_AT=<signal>:<step> the training
+# step sends that signal to its own process before that step (SIGKILL: nothing gets to clean up).
+DRIVER = """
+import json, os, signal, sys
+sys.path.insert(0, {tests!r})
+from conftest import compose_cfg
+import reptiledistil.module as m
+from reptiledistil.run import distil, finetune
+kill = os.environ.get("KILL_AT")
+if kill:
+    sig, at = (int(x) for x in kill.split(":"))
+    for cls in (m.DistilModule, m.FinetuneModule):
+        def step(self, batch, batch_idx, _orig=cls.training_step):
+            if self.trainer.global_step == at or getattr(self, "outer_step", -1) == at:
+                os.kill(os.getpid(), sig)
+            return _orig(self, batch, batch_idx)
+        cls.training_step = step
+script, overrides = sys.argv[1], json.loads(sys.argv[2])
+(distil if script == "train" else finetune)(compose_cfg(script, overrides))
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_bert):
+    tmp = tmp_path_factory.mktemp("resume")
+    glue = write_glue(tmp / "glue_data")  # 24 training examples: 6 batches of 4 per epoch
+    finetune(compose_cfg("finetune_teacher", quick(tmp, glue) + [
+        "task=rte", f"model.teacher_init={tiny_bert}", f"output_dir={tmp / 'teacher'}"]))
+    return tmp, glue
+
+
+def _overrides(env, tiny_bert, script, out, *extra):
+    tmp, glue = env
+    common = quick(tmp, glue) + ["task=rte", "batch_size=4", "epochs=2", "checkpoint_every_n_steps=2",
+                                 f"output_dir={out}", *extra]
+    if script == "train":
+        return common + [f"teacher_dir={tmp / 'teacher'}", f"model.student.source={tiny_bert}",
+                         "model.student.num_layers=2"]
+    return common + [f"model.teacher_init={tiny_bert}"]
+
+
+def _run(script, overrides, kill=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"KILL_AT": kill} if kill else {})}
+    return subprocess.run([sys.executable, "-c", DRIVER.format(tests=str(TESTS)), script, json.dumps(overrides)],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def _weights(d: Path) -> dict:
+    return load_file(str(d / "model.safetensors"))
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def _history(d: Path, name: str) -> list:
+    return json.loads((d / name).read_text())["history"]
+
+
+@pytest.mark.parametrize("script", ["train", "finetune_teacher"])
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(env, tiny_bert, tmp_path, script):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    res = _run(script, _overrides(env, tiny_bert, script, ref))
+    assert res.returncode == 0, res.stderr[-3000:]
+    # Killed before step 9 (epoch 2, batch 3); the last checkpoint is from step 8 (epoch 2, batch 2).
+    res = _run(script, _overrides(env, tiny_bert, script, cut), kill=f"{int(signal.SIGKILL)}:9")
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    assert checkpoint_path(cut).is_file() and not cut.exists()
+    res = _run(script, _overrides(env, tiny_bert, script, cut, "resume=true"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming from" in res.stdout
+    if script == "train":
+        _same_weights(ref / "student", cut / "student")
+        _same_weights(ref / "teacher", cut / "teacher")  # Reptile's updated teacher
+        assert _history(ref, "metrics.json") == _history(cut, "metrics.json")
+    else:
+        _same_weights(ref, cut)
+        assert _history(ref, "dev_metrics.json") == _history(cut, "dev_metrics.json")
+    assert not checkpoint_path(cut).parent.exists(), "a finished run leaves no checkpoint behind"
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_says_how_to_resume(env, tiny_bert, tmp_path):
+    out = tmp_path / "term"
+    overrides = _overrides(env, tiny_bert, "train", out, "checkpoint_every_n_steps=null")
+    res = _run("train", overrides, kill=f"{int(signal.SIGTERM)}:3")
+    assert res.returncode == 128 + signal.SIGTERM, res.stderr[-3000:]
+    assert "Stopped by SIGTERM" in res.stdout and "resume=true" in res.stdout
+    assert checkpoint_path(out).is_file()
+    with pytest.raises(ConfigError, match=r"has an unfinished run; its checkpoint is .*last.ckpt.*resume=true"):
+        distil(compose_cfg("train", overrides))
+    res = _run("train", overrides + ["resume=true"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [h["epoch"] for h in _history(out, "metrics.json")] == [1, 2]
+
+
+def test_checkpoint_of_another_run_or_truncated_is_refused(env, tiny_bert, tmp_path):
+    out = tmp_path / "src"
+    res = _run("train", _overrides(env, tiny_bert, "train", out), kill=f"{int(signal.SIGKILL)}:5")
+    assert res.returncode == -signal.SIGKILL
+    ckpt = checkpoint_path(out)
+    other = _overrides(env, tiny_bert, "train", tmp_path / "kd", "method=kd", f"resume={ckpt}")
+    with pytest.raises(ConfigError, match=r"belongs to another run \(method: checkpoint 'reptile', this run 'kd'\)"):
+        distil(compose_cfg("train", other))
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ConfigError, match=r"cannot be resumed from .* truncated, corrupt"):
+        distil(compose_cfg("train", _overrides(env, tiny_bert, "train", out, "resume=true")))
+
+
+def test_resume_without_checkpoint_is_refused(env, tiny_bert, tmp_path):
+    with pytest.raises(ConfigError, match="resume=true, but there is no checkpoint to continue from"):
+        distil(compose_cfg("train", _overrides(env, tiny_bert, "train", tmp_path / "none", "resume=true")))
+    with pytest.raises(ConfigError, match="no such checkpoint file"):
+        distil(compose_cfg("train", _overrides(env, tiny_bert, "train", tmp_path / "none", "resume=/no/such.ckpt")))
