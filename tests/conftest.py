@@ -109,3 +109,15 @@ def quick(tmp: Path, glue: Path) -> list[str]:
     """Overrides that shrink a run to seconds on CPU."""
     return [f"data.glue_dir={glue}", f"log_dir={tmp / 'logs'}", "epochs=1", "batch_size=8", "eval_batch_size=8",
             "max_seq_length=32", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "~logger"]
+
+
+@pytest.fixture(scope="session")
+def rte_teacher(tmp_path_factory, tiny_bert):
+    """(folder, glue_dir): a tiny teacher fine-tuned on synthetic RTE at <folder>/teacher, shared by test modules."""
+    from reptiledistil.run import finetune
+
+    tmp = tmp_path_factory.mktemp("rte_teacher")
+    glue = write_glue(tmp / "glue_data")
+    finetune(compose_cfg("finetune_teacher", quick(tmp, glue) + [
+        "task=rte", f"model.teacher_init={tiny_bert}", f"output_dir={tmp / 'teacher'}"]))
+    return tmp, glue

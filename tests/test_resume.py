@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import compose_cfg, quick, write_glue
+from conftest import compose_cfg, quick
 from reptiledistil.errors import ConfigError
 from reptiledistil.resume import checkpoint_path
-from reptiledistil.run import distil, finetune
+from reptiledistil.run import distil
 
 TESTS = Path(__file__).resolve().parent
 
@@ -27,7 +27,7 @@ import json, os, signal, sys
 sys.path.insert(0, {tests!r})
 from conftest import compose_cfg
 import reptiledistil.module as m
-from reptiledistil.run import distil, finetune
+from reptiledistil.run import distil
 kill = os.environ.get("KILL_AT")
 if kill:
     sig, at = (int(x) for x in kill.split(":"))
@@ -42,13 +42,9 @@ script, overrides = sys.argv[1], json.loads(sys.argv[2])
 """
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, tiny_bert):
-    tmp = tmp_path_factory.mktemp("resume")
-    glue = write_glue(tmp / "glue_data")  # 24 training examples: 6 batches of 4 per epoch
-    finetune(compose_cfg("finetune_teacher", quick(tmp, glue) + [
-        "task=rte", f"model.teacher_init={tiny_bert}", f"output_dir={tmp / 'teacher'}"]))
-    return tmp, glue
+@pytest.fixture
+def env(rte_teacher):
+    return rte_teacher
 
 
 def _overrides(env, tiny_bert, script, out, *extra):

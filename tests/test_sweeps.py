@@ -10,19 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_cfg, quick, write_glue
-from reptiledistil.run import finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, tiny_bert):
-    tmp = tmp_path_factory.mktemp("sweeps")
-    glue = write_glue(tmp / "glue_data")
-    finetune(compose_cfg("finetune_teacher", quick(tmp, glue) + [
-        "task=rte", f"model.teacher_init={tiny_bert}", f"output_dir={tmp / 'teacher'}"]))
-    return tmp, glue
+@pytest.fixture
+def env(rte_teacher):
+    return rte_teacher
 
 
 def _sweep(env, tiny_bert, tmp_path, *args):

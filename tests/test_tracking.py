@@ -7,9 +7,9 @@ import csv
 import pytest
 import yaml
 
-from conftest import compose_cfg, quick, write_glue
+from conftest import compose_cfg, quick
 from reptiledistil.naming import format_number, name_suffix
-from reptiledistil.run import distil, finetune
+from reptiledistil.run import distil
 
 STEP_KEYS = ["train/loss", "train/task_loss", "train/kd_term", "lr/student", "lr/teacher", "grad_norm/student",
              "grad_norm/fast_step", "grad_norm/teacher_pseudo"]
@@ -17,13 +17,9 @@ EPOCH_KEYS = ["val/dev_accuracy", "teacher_val/dev_accuracy", "teacher_val/selec
               "teacher_drift/layer_3", "teacher_drift/embeddings", "teacher_drift/head"]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, tiny_bert):
-    tmp = tmp_path_factory.mktemp("tracking")
-    glue = write_glue(tmp / "glue_data")
-    finetune(compose_cfg("finetune_teacher", quick(tmp, glue) + [
-        "task=rte", f"model.teacher_init={tiny_bert}", f"output_dir={tmp / 'teacher'}"]))
-    return tmp, glue
+@pytest.fixture
+def env(rte_teacher):
+    return rte_teacher
 
 
 def _run(env, tiny_bert, name, *extra):

@@ -25,7 +25,7 @@ from .module import METHODS, DistilModule, DistilSettings, FinetuneModule, NonFi
 from .naming import basename, format_number, is_multirun, run_suffix, sweep_group
 from .resume import check_checkpoint, checkpoint_path, describe, resume_request
 from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
-from .tasks import get_task, task_for
+from .tasks import task_for
 
 log = logging.getLogger("reptiledistil")
 
@@ -67,7 +67,6 @@ def _hardware(cfg: DictConfig) -> Hardware:
     """The accelerator and precision this run will use, checked before anything is loaded."""
     hw = resolve_hardware(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("precision", "auto"))
     if _is_rank_zero():
-        log.info("%s: %s", hw.accelerator, hw.note)
         print(f"{hw.accelerator}, {hw.note}")
     return hw
 
