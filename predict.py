@@ -3,16 +3,16 @@
 import hydra
 from omegaconf import DictConfig
 
-from reptiledistil.cli import report_errors, setup_entry_point
-from reptiledistil.run import predict
+from reptiledistil.cli import report_errors, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 @report_errors
 def main(cfg: DictConfig):
+    from reptiledistil.run import predict  # here, not above: Hydra's errors come before the slow imports
+
     return predict(cfg)
 
 
 if __name__ == "__main__":
-    setup_entry_point()
-    main()
+    run_entry_point(main)  # Hydra's own errors (unknown key or option) exit 2 with `error: ...`, like ours

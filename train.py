@@ -3,17 +3,17 @@
 import hydra
 from omegaconf import DictConfig
 
-from reptiledistil.cli import report_errors, setup_entry_point
-from reptiledistil.run import distil
+from reptiledistil.cli import report_errors, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_errors
 def main(cfg: DictConfig) -> float:
+    from reptiledistil.run import distil  # here, not above: Hydra's errors come before the slow imports
+
     # The dev selection score of the best epoch: what hparams_search=optuna maximises.
     return distil(cfg)["best"]["selection"]
 
 
 if __name__ == "__main__":
-    setup_entry_point()
-    main()
+    run_entry_point(main)  # Hydra's own errors (unknown key or option) exit 2 with `error: ...`, like ours

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
 
 from reptiledistil.models import minilm_dir  # noqa: E402
 
-from reptiledistil.run import register_resolvers  # noqa: E402
+from reptiledistil.cli import register_resolvers  # noqa: E402
 
 register_resolvers()  # what the entry scripts do before Hydra composes the configs
 

@@ -27,7 +27,7 @@ import json, os, signal, sys
 sys.path.insert(0, {tests!r})
 from conftest import compose_cfg
 import reptiledistil.module as m
-from reptiledistil.run import distil
+from reptiledistil.run import distil, finetune
 kill = os.environ.get("KILL_AT")
 if kill:
     sig, at = (int(x) for x in kill.split(":"))

@@ -1,18 +1,36 @@
-"""Entry-point helpers: what the scripts set up before Hydra runs, and user-fixable errors as messages."""
+"""Entry-point helpers: what the scripts set up before Hydra runs, and user-fixable errors as messages.
+
+Light on purpose (no torch, transformers or Lightning): the scripts import reptiledistil.run inside their task
+function, so a mistyped key or option is answered in a second, not after the libraries have loaded.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
 import sys
 import warnings
+from pathlib import Path
 
 from .errors import ConfigError
 
+# Set while a script runs under run_entry_point: whether the task function has started (Hydra's own errors come
+# before), and whether HYDRA_FULL_ERROR was set here rather than by the user.
+_state = {"task_started": False, "full_error_set_here": False}
+
 
 def report_errors(fn):
+    """The scripts' task function: a ConfigError becomes `error: ...` and exit code 2. The libraries are quietened
+    when the task starts (after Hydra has composed the config)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _state["task_started"] = True
+        if _state["full_error_set_here"]:  # from here on, Hydra reports a crash its usual way (exit code 1)
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+            _state["full_error_set_here"] = False
+        quiet_libraries()
         try:
             return fn(*args, **kwargs)
         except ConfigError as e:
@@ -43,9 +61,94 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r"Metric `SpearmanCorrcoef` will save all targets")
 
 
+def _minilm_dir() -> str:
+    from .models import minilm_dir  # torch and transformers: imported only when a config uses the preset
+
+    return minilm_dir()
+
+
+def register_resolvers() -> None:
+    """`${minilm_dir:}` (conf/model/minilm.yaml), `${num:x}` and `${run_suffix:}` (run names, naming.py),
+    `${sweep_group:}` and `${basename:}` (logger names). Called by the entry scripts (and tests) before Hydra
+    composes a config."""
+    from omegaconf import OmegaConf
+
+    from .naming import basename, format_number, run_suffix, sweep_group
+
+    for name, fn in (("minilm_dir", _minilm_dir), ("num", format_number), ("run_suffix", run_suffix),
+                     ("sweep_group", sweep_group), ("basename", basename)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
 def setup_entry_point() -> None:
     """What train.py, finetune_teacher.py and predict.py do before Hydra composes their config."""
-    from .run import register_resolvers
-
     register_resolvers()
-    quiet_libraries()
+
+
+def run_entry_point(hydra_main) -> None:
+    """Run a script's @hydra.main function (itself wrapped in report_errors) with Hydra's own errors as
+    `error: ...` and exit code 2, like every other bad input: an unknown key (alpah=0.3), an unknown config group
+    option (task=foo), an override that does not parse, a Hydra log folder that cannot be created.
+
+    Hydra prints those itself and exits 1; with HYDRA_FULL_ERROR=1 it raises them instead, so that is set until the
+    task function starts (report_errors unsets it: a crash during the run is reported by Hydra as usual). A user's
+    own HYDRA_FULL_ERROR=1 is left alone: then every error is raised with its full stack trace.
+    """
+    setup_entry_point()
+    if os.environ.get("HYDRA_FULL_ERROR") is None:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        _state["full_error_set_here"] = True
+    _state["task_started"] = False
+    try:
+        hydra_main()
+    except Exception as e:
+        message = None if _state["task_started"] or not _state["full_error_set_here"] else hydra_error_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if _state["full_error_set_here"]:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+            _state["full_error_set_here"] = False
+
+
+def hydra_error_message(e: Exception) -> str | None:
+    """What Hydra failed on before the run started, and how to fix it; None: not a configuration problem."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    script = Path(sys.argv[0]).name or "train.py"
+    if isinstance(e, ConfigError):
+        return str(e)
+    if isinstance(e, OSError) and not isinstance(e, HydraException):  # MissingConfigException is an OSError too
+        # creating the run folder (outputs/<date>/<time>) or its .hydra/ and log files
+        where = e.filename or "Hydra's log folder"
+        return (f"cannot write Hydra's log folder {where} ({e.strerror or e}). Run from a writable folder, or pass "
+                "hydra.run.dir=<a writable dir> (hydra.sweep.dir=<a writable dir> with -m).")
+    if not isinstance(e, (HydraException, OmegaConfBaseException)):
+        return None
+    key = re.match(r"Could not override '([^']+)'", str(e))
+    if key and isinstance(e.__cause__, (ConfigAttributeError, ConfigKeyError)):
+        return (f"Could not override {key.group(1)!r}: the config has no such key. Check its spelling; "
+                f"python {script} --cfg job prints every key and its value.")
+    text = _one_paragraph(str(e).split("Config search path:")[0])
+    group = re.search(r"Could not find '([^'/]+)/", text)
+    if group:
+        return f"{text}. Pick one of them: {group.group(1)}=<option>."
+    return f"{text}. Check the override (python {script} --help lists the config groups, --cfg job every key)."
+
+
+def _one_paragraph(text: str) -> str:
+    """Hydra's multi-line message on one line; an indented list ('Available options in ...') joined by commas."""
+    parts: list[str] = []
+    for line in text.splitlines():
+        item = line.strip()
+        if not item:
+            continue
+        if line[:1] in ("\t", " ") and parts:
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + item
+        else:
+            parts.append(item.rstrip("."))
+    return ". ".join(parts)

@@ -27,6 +27,9 @@ GLUE_HELP = (
     "point to it with data.glue_dir=<dir> or GLUE_DIR=<dir>, or use data.source=hub to load it "
     "from the Hugging Face hub."
 )
+AX_HELP = ("AX, the GLUE diagnostic set, is predicted with a model trained on MNLI, never trained itself: "
+           "python finetune_teacher.py task=mnli (and train.py task=mnli to distil it), then "
+           "python predict.py task=ax model_dir=<the MNLI model>.")
 # Searched in order when neither data.glue_dir nor GLUE_DIR is set.
 DEFAULT_GLUE_DIRS = ("glue_data", "../shared/glue_data")
 
@@ -51,23 +54,39 @@ def read_tsv(path: Path, header: Sequence[str] | None = None) -> list[tuple[int,
     A UTF-8 BOM (MRPC) is dropped. A row with the wrong number of fields is an error naming file and line.
     """
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if header is None:
-            header = next(reader, None)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             if header is None:
-                raise ConfigError(f"{path} is empty: expected a header line. {GLUE_HELP}")
-        for row in reader:
-            lineno = reader.line_num
-            if not row:
-                continue  # a trailing blank line
-            if len(row) != len(header):
-                raise ConfigError(
-                    f"{path}:{lineno}: malformed row: expected {len(header)} tab-separated fields "
-                    f"({', '.join(header)}), found {len(row)}. Re-download the file or fix that line."
-                )
-            rows.append((lineno, dict(zip(header, row))))
+                header = next(reader, None)
+                if header is None:
+                    raise ConfigError(f"{path} is empty: expected a header line. {GLUE_HELP}")
+            for row in reader:
+                lineno = reader.line_num
+                if not row:
+                    continue  # a trailing blank line
+                if len(row) != len(header):
+                    raise ConfigError(
+                        f"{path}:{lineno}: malformed row: expected {len(header)} tab-separated fields "
+                        f"({', '.join(header)}), found {len(row)}. Re-download the file or fix that line."
+                    )
+                rows.append((lineno, dict(zip(header, row))))
+    except UnicodeDecodeError:
+        raise ConfigError(_not_utf8(path)) from None
     return rows
+
+
+def _not_utf8(path: Path) -> str:
+    """Where the first byte that is not UTF-8 is, as a message (only computed once decoding has failed)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (f"{path}:{lineno}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}). GLUE files "
+                        "are UTF-8: re-download the file, or convert it, e.g. iconv -f latin1 -t utf-8 in.tsv > out.tsv "
+                        "(with the file's real encoding).")
+    return f"{path}: not UTF-8. Re-download the file, or convert it to UTF-8."
 
 
 def _label_id(task: Task, value: str, where: str) -> float | int:
@@ -93,8 +112,8 @@ _UNLABELLED = ("{path} has no {col!r} column: it looks like an unlabelled test f
 
 
 def _first_field(path: Path) -> str:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        return f.readline().split("\t", 1)[0].strip()
+    with open(path, "rb") as f:  # bytes: a file that is not UTF-8 is reported by read_tsv, with its line
+        return f.readline().decode("utf-8", errors="replace").lstrip("\ufeff").split("\t", 1)[0].strip()
 
 
 def load_tsv_split(task: Task, glue_dir: Path, file: str, labelled: bool) -> datasets.Dataset:
@@ -106,6 +125,9 @@ def load_tsv_split(task: Task, glue_dir: Path, file: str, labelled: bool) -> dat
         # than report its header as a malformed row.
         raise ConfigError(_UNLABELLED.format(path=path, col=task.label_col))
     rows = read_tsv(path, header)
+    if not rows:
+        raise ConfigError(f"{path} has {'a header line but ' if header is None else ''}no data rows. Re-download "
+                          f"the file (every GLUE split has examples), or point to complete files. {GLUE_HELP}")
     a_col, b_col = (task.text_a, task.text_b) if labelled else (task.test_text_a, task.test_text_b)
     cols: dict[str, list] = {"idx": [], "text_a": [], "text_b": []}
     if labelled:
@@ -129,7 +151,14 @@ def load_tsv_split(task: Task, glue_dir: Path, file: str, labelled: bool) -> dat
 
 def load_hub_split(task: Task, hub_split: str, labelled: bool, hub_name: str = "nyu-mll/glue") -> datasets.Dataset:
     """One split from the Hugging Face hub (needs internet); hub label ids equal ours by construction."""
-    ds = datasets.load_dataset(hub_name, task.hub_config, split=hub_split)
+    try:
+        ds = datasets.load_dataset(hub_name, task.hub_config, split=hub_split)
+    except OSError as e:  # ConnectionError and the hub client's HTTP errors; offline mode raises ConnectionError
+        raise ConfigError(f"data.source=hub: the Hugging Face hub cannot be reached to load {hub_name} "
+                          f"({task.hub_config}, {hub_split}): {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
+                          "Use the GLUE TSV files instead: data.source=tsv data.glue_dir=<dir with <TASK>/*.tsv> "
+                          "(download_glue_data.py writes them), or connect to the network (unset HF_HUB_OFFLINE / "
+                          "HF_DATASETS_OFFLINE).") from None
     out = {"idx": ds["idx"], "text_a": ds[task.hub_text_a],
            "text_b": ds[task.hub_text_b] if task.hub_text_b else [None] * len(ds)}
     if labelled:
@@ -144,6 +173,11 @@ def load_split(task: Task, split: str, glue_dir: str | None = None, source: str 
     """
     if task.custom is not None:  # task=custom: loaded (and checked) when the task was built, see custom_data.py
         return task.custom.split(split)
+    if split == "train" and task.train_file is None:
+        raise ConfigError(f"Task {task.name} has no training data: it is test only. "
+                          + (AX_HELP if task.name == "ax" else "Pick a task with training data."))
+    if split == "dev" and not task.eval_splits:
+        raise ConfigError(f"Task {task.name} has no labelled dev set: use split=test to write predictions.")
     if source not in ("tsv", "hub"):
         raise ConfigError(f"data.source must be 'tsv' or 'hub', got {source!r}.")
     root = resolve_glue_dir(glue_dir) if source == "tsv" else None
@@ -154,16 +188,18 @@ def load_split(task: Task, split: str, glue_dir: str | None = None, source: str 
         return load_tsv_split(task, root, file, labelled)
 
     if split == "train":
-        if task.train_file is None:
-            raise ConfigError(f"Task {task.name} has no training data (it is test only).")
         return {"train": one(task.train_file, "train", True)}
     if split == "dev":
-        if not task.eval_splits:
-            raise ConfigError(f"Task {task.name} has no labelled dev set: use split=test to write predictions.")
         return {s.name: one(s.file, s.hub_split, True) for s in task.eval_splits}
     if split == "test":
         return {s.submission: one(s.file, s.hub_split, False) for s in task.test_splits}
     raise ConfigError(f"split must be train, dev or test, got {split!r}.")
+
+
+def load_training_splits(task: Task, glue_dir: str | None = None, source: str = "tsv") -> dict[str, dict[str, datasets.Dataset]]:
+    """{"train": {"train": ...}, "dev": {name: ...}}: what fine-tuning and distillation read, loaded and checked
+    (missing, empty, malformed or non-UTF-8 files; an unreachable hub) before any model is loaded."""
+    return {"train": load_split(task, "train", glue_dir, source), "dev": load_split(task, "dev", glue_dir, source)}
 
 
 def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> datasets.Dataset:
@@ -226,8 +262,10 @@ class GlueDataModule(pl.LightningDataModule):
     def __init__(self, task: Task, tokenizer: PreTrainedTokenizerBase, glue_dir: str | None = None,
                  source: str = "tsv", max_seq_length: int = 128, batch_size: int = 32, eval_batch_size: int = 64,
                  max_train_samples: int | None = None, max_eval_samples: int | None = None, num_workers: int = 0,
-                 seed: int = 0):
+                 seed: int = 0, splits: dict[str, dict[str, datasets.Dataset]] | None = None):
         super().__init__()
+        # {"train": ..., "dev": ...} as load_training_splits returns them, when loaded (and checked) beforehand
+        self.splits = splits
         self.seed = seed  # the training order of epoch e is a permutation seeded with seed + e
         self.train_batches_done = 0  # in the current epoch; kept in checkpoints (set by ResumableCheckpoint)
         self._resume_skip = 0
@@ -247,10 +285,12 @@ class GlueDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_ds is not None:
             return
-        tr = load_split(self.task, "train", self.glue_dir, self.source)["train"]
-        self.train_ds = tokenize(subsample(tr, self.max_train_samples), self.tokenizer, self.max_seq_length)
-        for name, ds in load_split(self.task, "dev", self.glue_dir, self.source).items():
+        splits = self.splits or load_training_splits(self.task, self.glue_dir, self.source)
+        self.train_ds = tokenize(subsample(splits["train"]["train"], self.max_train_samples), self.tokenizer,
+                                 self.max_seq_length)
+        for name, ds in splits["dev"].items():
             self.eval_ds[name] = tokenize(subsample(ds, self.max_eval_samples), self.tokenizer, self.max_seq_length)
+        self.splits = None  # the untokenised text is no longer needed
 
     def _loader(self, ds, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(ds.with_format("python"), batch_size=batch_size, shuffle=shuffle,

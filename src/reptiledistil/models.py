@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -99,9 +100,17 @@ def check_head(config, task: Task, where: str, fix: str) -> None:
     # Label names that are the task's own in another order (e.g. a hub MNLI model with contradiction first)
     # would silently mislabel every prediction and metric: our label ids follow task.labels.
     names = [str(config.id2label[i]).lower() for i in range(config.num_labels)] if task.labels else []
-    if sorted(names) == sorted(task.labels) and names != list(task.labels):
+    ours = [task.label_aliases.get(n, n) for n in names]  # the hub's names (run_glue.py models) are ours too
+    if sorted(ours) == sorted(task.labels) and ours != list(task.labels):
         raise ConfigError(f"{where} orders its labels {names}, but task {task.name} uses {list(task.labels)}; its "
                           f"predictions would be mislabelled. Use a model fine-tuned with this project. {fix}")
+    # Real label names (not transformers' defaults LABEL_0, LABEL_1, ...) say what the model was trained for,
+    # even when its config names no finetuning_task: another task's names mean nonsense predictions.
+    real = not all(re.fullmatch(r"label_\d+", n) for n in names)
+    if task.custom is None and real and ours != list(task.labels):  # task=custom: checked exactly above
+        hub = f" (or the hub's {list(task.label_aliases)})" if task.label_aliases else ""
+        raise ConfigError(f"{where} predicts the labels {names}, but task {task.name}'s labels are "
+                          f"{list(task.labels)}{hub}: it was fine-tuned for another task. {fix}")
 
 
 def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -> PreTrainedModel:

@@ -15,29 +15,21 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from .callbacks import BestOnDev, ResumableCheckpoint
-from .data import GlueDataModule, check_max_seq_length
+from .checks import check_predict_values, check_training_values, check_writable
+from .data import GlueDataModule, check_max_seq_length, load_training_splits
 from .errors import ConfigError
 from .hardware import Hardware, default_share_forward, resolve_hardware
 from .layer_map import layer_mapping, parameter_pairs
 from .model_card import write_model_card
-from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer, minilm_dir
+from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer
 from .module import METHODS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
-from .naming import basename, format_number, is_multirun, run_suffix, sweep_group
+from .naming import basename, is_multirun
 from .resume import check_checkpoint, checkpoint_path, describe, resume_request
 from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
 from .tasks import task_for
 
 log = logging.getLogger("reptiledistil")
 
-
-
-def register_resolvers() -> None:
-    """`${minilm_dir:}` (conf/model/minilm.yaml), `${num:x}` and `${run_suffix:}` (run names, naming.py).
-    Called by the entry scripts (and tests) before Hydra composes a config."""
-    for name, fn in (("minilm_dir", minilm_dir), ("num", format_number), ("run_suffix", run_suffix),
-                     ("sweep_group", sweep_group), ("basename", basename)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
 
 
 # Lightning warnings that are by design here, not the user's to act on; silenced only around fit().
@@ -49,10 +41,26 @@ KNOWN_WARNINGS = (
 FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={task} (it writes {path})."
 
 
-def _datamodule(cfg: DictConfig, task, tokenizer) -> GlueDataModule:
+def finetune_hint(task, teacher_dir) -> str:
+    """How to get a teacher for `task`: the path named is the one finetune_teacher.py writes for that task."""
+    path = f"model/{task.name}/teacher"  # conf/finetune_teacher.yaml's output_dir without overrides
+    task_arg = task.name + (" (with the same data.* keys)" if task.custom is not None else "")
+    hint = FINETUNE_HINT.format(task=task_arg, path=path)
+    if Path(str(teacher_dir)) != Path(path):
+        hint = hint[:-1] + f"; then pass teacher_dir={path}."
+    return hint
+
+
+def _training_data(cfg: DictConfig, task) -> dict:
+    """Train and dev splits, read (and checked) before any model is loaded."""
+    return load_training_splits(task, cfg.data.glue_dir, cfg.data.source)
+
+
+def _datamodule(cfg: DictConfig, task, tokenizer, splits: dict | None = None) -> GlueDataModule:
     d = cfg.data
     return GlueDataModule(task, tokenizer, d.glue_dir, d.source, cfg.max_seq_length, cfg.batch_size,
-                          cfg.eval_batch_size, d.max_train_samples, d.max_eval_samples, d.num_workers, seed=cfg.seed)
+                          cfg.eval_batch_size, d.max_train_samples, d.max_eval_samples, d.num_workers, seed=cfg.seed,
+                          splits=splits)
 
 
 def _logger(cfg: DictConfig):
@@ -206,14 +214,17 @@ def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str
 
 def finetune(cfg: DictConfig) -> dict:
     """Fine-tune a teacher on one GLUE task; save the best-on-dev model and its dev metrics."""
+    check_training_values(cfg)
     task = task_for(cfg)
     hw = _hardware(cfg)
+    check_writable(cfg.output_dir, "output_dir", beside=True)
+    splits = _training_data(cfg, task)
     with _staged(cfg) as (out, stage, resume_from):
         pl.seed_everything(cfg.seed, workers=True)
         tokenizer = load_tokenizer(cfg.model.teacher_init)
         model = load_for_finetuning(cfg.model.teacher_init, task)
         check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
-        dm = _datamodule(cfg, task, tokenizer)
+        dm = _datamodule(cfg, task, tokenizer, splits)
         module = FinetuneModule(model, task, [s.name for s in task.eval_splits],
                                 hydra.utils.instantiate(cfg.optimizer), cfg.warmup_ratio, cfg.max_grad_norm)
         identity = {"script": "finetune_teacher", "task": task.name, "layers": model.config.num_hidden_layers,
@@ -260,14 +271,17 @@ def distil_settings(cfg: DictConfig, hw: Hardware) -> DistilSettings:
 
 def distil(cfg: DictConfig) -> dict:
     """Distil a fine-tuned teacher into a student with method reptile, kd or finetune."""
+    check_training_values(cfg)
     check_distil_config(cfg)
     _save_teacher(cfg)  # checks the value before anything slow
     task = task_for(cfg)
     hw = _hardware(cfg)
+    check_writable(cfg.output_dir, "output_dir", beside=True)
+    splits = _training_data(cfg, task)
     method = cfg.method.name
     teacher = None
     if method != "finetune":
-        hint = FINETUNE_HINT.format(task=task.name, path=cfg.teacher_dir)
+        hint = finetune_hint(task, cfg.teacher_dir)
         teacher = load_finetuned(cfg.teacher_dir, task, "Teacher", hint)
     with _staged(cfg) as (out, stage, resume_from):
         pl.seed_everything(cfg.seed, workers=True)
@@ -280,7 +294,7 @@ def distil(cfg: DictConfig) -> dict:
             mapping = layer_mapping(cfg.strategy.name, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
             pairs = parameter_pairs(teacher, student, mapping)  # checks widths, vocab and label count
             log.info("layer mapping (%s): %s", cfg.strategy.name, mapping)
-        dm = _datamodule(cfg, task, tokenizer)
+        dm = _datamodule(cfg, task, tokenizer, splits)
         module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits], distil_settings(cfg, hw),
                               hydra.utils.instantiate(cfg.student_optimizer),
                               hydra.utils.instantiate(cfg.teacher_optimizer), pairs)
@@ -309,6 +323,7 @@ def predict(cfg: DictConfig) -> dict:
     from .quantize import is_quantized_dir, quantize_int8, save_quantized
     from .submission import format_predictions, predict_logits, write_submission, zip_submissions
 
+    check_predict_values(cfg)
     task = task_for(cfg, cfg.model_dir)
     if cfg.split not in ("dev", "test"):
         raise ConfigError(f"split must be dev or test, got {cfg.split!r}.")
@@ -324,18 +339,21 @@ def predict(cfg: DictConfig) -> dict:
                           "Hide the GPU (CUDA_VISIBLE_DEVICES= python predict.py ...) or pass quantize=none.")
     if export_dir is not None:
         check_output_dir(export_dir, cfg.overwrite)
+        check_writable(export_dir, "export_dir", beside=True)
     hint = ("AX is predicted with an MNLI model: pass model_dir=<an MNLI model directory>." if task.name == "ax"
             else f"Pass model_dir=<a model fine-tuned or distilled on {task.name}>.")
     out = Path(cfg.output_dir)
-    if cfg.split == "test":
-        clash = [out / s.submission for s in task.test_splits if (out / s.submission).exists()]
-        if clash and not cfg.overwrite:
-            raise ConfigError(f"{', '.join(map(str, clash))} already exist(s). Pass overwrite=true to replace, "
-                              "or choose another output_dir=<dir>.")
+    written = ([out / s.submission for s in task.test_splits] if cfg.split == "test"
+               else [out / f"{task.name}_dev_metrics.json"])
+    clash = [f for f in written if f.exists()]
+    if clash and not cfg.overwrite:
+        raise ConfigError(f"{', '.join(map(str, clash))} already exist(s). Pass overwrite=true to replace, "
+                          "or choose another output_dir=<dir>.")
+    check_writable(out, "output_dir")
+    splits = load_split(task, cfg.split, cfg.data.glue_dir, cfg.data.source)  # bad data: refused before the model
     model = load_finetuned(cfg.model_dir, task, "Model", hint)
     tokenizer = load_tokenizer(cfg.model_dir)
     check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
-    splits = load_split(task, cfg.split, cfg.data.glue_dir, cfg.data.source)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result: dict = {"task": task.name, "model_dir": str(cfg.model_dir), "split": cfg.split,
                     "quantize": "int8" if int8 else "none"}

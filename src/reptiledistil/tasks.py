@@ -54,7 +54,7 @@ class Task:
     train_file: str | None = "train.tsv"
     # CoLA's train/dev files have no header: these names are given to their columns.
     headerless_columns: tuple[str, ...] = ()
-    label_aliases: dict[str, str] = field(default_factory=dict)
+    label_aliases: dict[str, str] = field(default_factory=dict)  # other names of our labels (the hub's), lower case
     id_header: str = "index"  # first column of the prediction files (GLUE: index; task=custom: id)
     # task=custom only: the user's data settings and loaded splits (custom_data.py); None for GLUE tasks.
     custom: CustomData | None = field(default=None, compare=False, repr=False)
@@ -80,20 +80,31 @@ BINARY = ("0", "1")
 NLI2 = ("entailment", "not_entailment")
 MNLI_LABELS = ("entailment", "neutral", "contradiction")  # the hub's order, so hub ids map one-to-one
 
+
+def hub_names(*names: str) -> dict[str, str]:
+    """label_aliases: the hub's class names of a 0/1 task, in id order -> our labels. Models fine-tuned on the hub
+    data (e.g. with transformers' run_glue.py) carry these names in their config."""
+    return dict(zip(names, BINARY))
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task("cola", "CoLA", "sentence", None, "label", BINARY, ("mcc", "accuracy"), ("mcc",),
              _dev(), _test("CoLA.tsv"), "sentence", None, "cola", "sentence", None,
-             headerless_columns=("source", "label", "label_notation", "sentence")),
+             headerless_columns=("source", "label", "label_notation", "sentence"),
+             label_aliases=hub_names("unacceptable", "acceptable")),
         Task("sst2", "SST-2", "sentence", None, "label", BINARY, ("accuracy",), ("accuracy",),
-             _dev(), _test("SST-2.tsv"), "sentence", None, "sst2", "sentence", None),
+             _dev(), _test("SST-2.tsv"), "sentence", None, "sst2", "sentence", None,
+             label_aliases=hub_names("negative", "positive")),
         Task("mrpc", "MRPC", "#1 String", "#2 String", "Quality", BINARY, ("f1", "accuracy"), ("f1", "accuracy"),
-             _dev(), _test("MRPC.tsv"), "#1 String", "#2 String", "mrpc", "sentence1", "sentence2"),
+             _dev(), _test("MRPC.tsv"), "#1 String", "#2 String", "mrpc", "sentence1", "sentence2",
+             label_aliases=hub_names("not_equivalent", "equivalent")),
         Task("stsb", "STS-B", "sentence1", "sentence2", "score", (), ("pearson", "spearman"), ("pearson", "spearman"),
              _dev(), _test("STS-B.tsv"), "sentence1", "sentence2", "stsb", "sentence1", "sentence2"),
         Task("qqp", "QQP", "question1", "question2", "is_duplicate", BINARY, ("f1", "accuracy"), ("f1", "accuracy"),
-             _dev(), _test("QQP.tsv"), "question1", "question2", "qqp", "question1", "question2"),
+             _dev(), _test("QQP.tsv"), "question1", "question2", "qqp", "question1", "question2",
+             label_aliases=hub_names("not_duplicate", "duplicate")),
         Task("mnli", "MNLI", "sentence1", "sentence2", "gold_label", MNLI_LABELS, ("accuracy",), ("accuracy",),
              (EvalSplit("dev", "dev_matched.tsv", "validation_matched"),
               EvalSplit("dev_mm", "dev_mismatched.tsv", "validation_mismatched")),
@@ -105,7 +116,8 @@ TASKS: dict[str, Task] = {
         Task("rte", "RTE", "sentence1", "sentence2", "label", NLI2, ("accuracy",), ("accuracy",),
              _dev(), _test("RTE.tsv"), "sentence1", "sentence2", "rte", "sentence1", "sentence2"),
         Task("wnli", "WNLI", "sentence1", "sentence2", "label", BINARY, ("accuracy",), ("accuracy",),
-             _dev(), _test("WNLI.tsv"), "sentence1", "sentence2", "wnli", "sentence1", "sentence2"),
+             _dev(), _test("WNLI.tsv"), "sentence1", "sentence2", "wnli", "sentence1", "sentence2",
+             label_aliases=hub_names("not_entailment", "entailment")),
         # AX: diagnostic set, test only, predicted with an MNLI model (hence MNLI's labels).
         Task("ax", "diagnostic", "sentence1", "sentence2", None, MNLI_LABELS, (), (),
              (), (TestSplit("diagnostic.tsv", "AX.tsv", "test"),), "sentence1", "sentence2",

@@ -1,0 +1,327 @@
+"""Every rejected input of the three scripts in one place: each gives `error: <problem and fix>` (a ConfigError,
+exit code 2 from the scripts), raised before a model is loaded and before anything is written.
+
+The in-process cases run finetune() / distil() / predict() on a config composed as the scripts compose it, with
+the model loaders patched to fail the test if called; a few cases run the scripts themselves (exit code 2, no
+traceback), including Hydra's own errors (an unknown key or config group option, an unwritable log folder)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from conftest import compose_cfg, quick, tiny_bert_config, write_glue
+from reptiledistil import checks, models, run
+from reptiledistil.errors import ConfigError
+from reptiledistil.models import check_head, label_kwargs
+from reptiledistil.tasks import TASKS, get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+NLI2 = {0: "entailment", 1: "not_entailment"}
+
+
+def save_classifier(path: Path, tokenizer, task: str | None, id2label: dict | None = None, num_labels: int = 2) -> Path:
+    """A tiny untrained classifier saved like a fine-tuned model (its weights are never loaded here)."""
+    kw = {"num_labels": num_labels, "finetuning_task": task}
+    if id2label is not None:
+        kw.update(id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    AutoModelForSequenceClassification.from_config(tiny_bert_config(2, **kw)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("bad_inputs_models")
+    return {"teacher_rte": save_classifier(root / "teacher_rte", tokenizer, "rte", NLI2),
+            "rte": save_classifier(root / "rte", tokenizer, "rte", NLI2),
+            # labels of RTE, no finetuning_task: nothing but the label names says it is not an MRPC model
+            "nli_untagged": save_classifier(root / "nli_untagged", tokenizer, None, NLI2)}
+
+
+# --- what a case changes before it runs -----------------------------------------------------------------------
+
+
+def header_only(rel: str):
+    def setup(tmp: Path, glue: Path) -> None:
+        f = glue / rel
+        f.write_text(f.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    return setup
+
+
+def latin1_line(rel: str, line: int):
+    """Line `line` (1-based) of the file gets a Latin-1 byte (é as 0xe9), as a file saved in the wrong encoding."""
+    def setup(tmp: Path, glue: Path) -> None:
+        f = glue / rel
+        lines = f.read_bytes().split(b"\n")
+        lines[line - 1] = lines[line - 1].replace(b"the", b"caf\xe9", 1)
+        f.write_bytes(b"\n".join(lines))
+    return setup
+
+
+def empty_file(rel: str):
+    def setup(tmp: Path, glue: Path) -> None:
+        (glue / rel).write_bytes(b"")
+    return setup
+
+
+def read_only_dir(tmp: Path, glue: Path) -> None:
+    (tmp / "ro").mkdir()
+    (tmp / "ro").chmod(0o555)
+
+
+def existing_dev_metrics(tmp: Path, glue: Path) -> None:
+    (tmp / "preds").mkdir()
+    (tmp / "preds" / "rte_dev_metrics.json").write_text('{"earlier": true}\n')
+
+
+def a_file(tmp: Path, glue: Path) -> None:
+    (tmp / "preds").write_text("not a folder\n")
+
+
+# --- the cases: (script, overrides, setup, what is wrong, how to fix it) ---------------------------------------
+
+F, T, P = "finetune_teacher", "train", "predict"
+CASES = {
+    # data (read before any model)
+    "F header-only train.tsv": (F, [], header_only("RTE/train.tsv"),
+                                r"RTE/train\.tsv has a header line but no data rows", r"Re-download the file"),
+    "F header-only dev.tsv": (F, [], header_only("RTE/dev.tsv"),
+                              r"RTE/dev\.tsv has a header line but no data rows", r"Re-download the file"),
+    "F non-UTF-8 train.tsv": (F, [], latin1_line("RTE/train.tsv", 3),
+                              r"RTE/train\.tsv:3: not UTF-8 \(byte 0xe9 at column \d+\)", r"iconv -f latin1 -t utf-8"),
+    "F hub offline": (F, ["data.source=hub"], None,
+                      r"data\.source=hub: the Hugging Face hub cannot be reached",
+                      r"data\.source=tsv data\.glue_dir=<dir"),
+    "F task=ax": (F, ["task=ax"], None, r"Task ax has no training data: it is test only",
+                  r"python predict\.py task=ax model_dir=<the MNLI model>"),
+    "T header-only dev_mismatched.tsv": (T, ["task=mnli"], header_only("MNLI/dev_mismatched.tsv"),
+                                         r"MNLI/dev_mismatched\.tsv has a header line but no data rows",
+                                         r"Re-download the file"),
+    "T empty train.tsv": (T, [], empty_file("RTE/train.tsv"),
+                          r"RTE/train\.tsv is empty: expected a header line", r"download_glue_data\.py"),
+    "T non-UTF-8 headerless CoLA dev.tsv": (T, ["task=cola"], latin1_line("CoLA/dev.tsv", 2),
+                                            r"CoLA/dev\.tsv:2: not UTF-8", r"re-download the file, or convert it"),
+    "T hub offline": (T, ["data.source=hub"], None, r"hub cannot be reached", r"data\.source=tsv"),
+    "T task=ax": (T, ["task=ax"], None, r"Task ax has no training data: it is test only.*predicted with a model "
+                  r"trained on MNLI", r"python predict\.py task=ax model_dir=<the MNLI model>"),
+    # values (checked first)
+    "F batch_size=0": (F, ["batch_size=0"], None, r"batch_size=0 must be at least 1", r"the default is 32"),
+    "F eval_batch_size=-4": (F, ["eval_batch_size=-4"], None, r"eval_batch_size=-4 must be at least 1",
+                             r"the default is 64"),
+    "F lr=-1": (F, ["lr=-1"], None, r"lr=-1 must be > 0", r"pass e\.g\. lr=1e-4"),
+    "F lr=0": (F, ["lr=0"], None, r"lr=0 must be > 0", r"pass e\.g\. lr="),
+    "F epochs=0": (F, ["epochs=0"], None, r"epochs=0 must be at least 1", r"dev evaluation that selects the model"),
+    "F warmup_ratio=1": (F, ["warmup_ratio=1"], None, r"warmup_ratio=1 must be in \[0, 1\)", r"the default is 0\.1"),
+    "F weight_decay=-0.1": (F, ["weight_decay=-0.1"], None, r"weight_decay=-0.1 must be >= 0",
+                            r"the default is 0\.01"),
+    "F max_grad_norm=-1": (F, ["max_grad_norm=-1"], None, r"max_grad_norm=-1 must be >= 0", r"0 turns clipping off"),
+    "F data.num_workers=-1": (F, ["data.num_workers=-1"], None, r"data\.num_workers=-1 must be at least 0",
+                              r"0 loads batches in the main process"),
+    "F checkpoint_every_n_steps=0": (F, ["checkpoint_every_n_steps=0"], None,
+                                     r"checkpoint_every_n_steps=0 must be at least 1", r"or null"),
+    "F batch_size=abc": (F, ["batch_size=abc"], None, r"batch_size='abc' is not a whole number",
+                         r"Pass e\.g\. batch_size=<a whole number>"),
+    "T batch_size=-1": (T, ["batch_size=-1"], None, r"batch_size=-1 must be at least 1", r"the default is 32"),
+    "T eval_batch_size=0": (T, ["eval_batch_size=0"], None, r"eval_batch_size=0 must be at least 1",
+                            r"the default is 64"),
+    "T batch_size=2.5": (T, ["batch_size=2.5"], None, r"batch_size=2.5 is not a whole number",
+                         r"Pass a whole number, e\.g\. batch_size=2"),
+    "T student_lr=-1": (T, ["student_lr=-1"], None, r"student_lr=-1 must be > 0", r"pass e\.g\. student_lr=5e-5"),
+    "T teacher_lr=-1": (T, ["teacher_lr=-1"], None, r"teacher_lr=-1 must be > 0", r"pass e\.g\. teacher_lr=5e-5"),
+    "T epochs=0": (T, ["epochs=0"], None, r"epochs=0 must be at least 1", r"dev evaluation that selects the model"),
+    "T warmup_ratio=-0.1": (T, ["warmup_ratio=-0.1"], None, r"warmup_ratio=-0.1 must be in \[0, 1\)",
+                            r"the default is 0\.1"),
+    "T checkpoint_every_n_steps=-5": (T, ["checkpoint_every_n_steps=-5"], None,
+                                      r"checkpoint_every_n_steps=-5 must be at least 1", r"or null"),
+    # hardware, output location, models
+    "T trainer=gpu without a GPU": (T, ["trainer=gpu"], None, r"no GPU found", r"use trainer=cpu or trainer=default"),
+    "F read-only output folder": (F, ["output_dir={tmp}/ro/teacher"], read_only_dir,
+                                  r"output_dir=.*/ro/teacher cannot be written: .*/ro is not writable",
+                                  r"Choose a writable output_dir=<dir>"),
+    "T read-only output folder": (T, ["output_dir={tmp}/ro/sub/run"], read_only_dir,
+                                  r"cannot be written: .*/ro is not writable", r"Choose a writable output_dir=<dir>"),
+    "T teacher of another task": (T, ["task=mrpc"], None,
+                                  r"was fine-tuned on task 'rte', not 'mrpc'",
+                                  r"python finetune_teacher\.py task=mrpc \(it writes model/mrpc/teacher\); then pass "
+                                  r"teacher_dir=model/mrpc/teacher"),
+    "P split=dev would overwrite dev metrics": (P, ["split=dev"], existing_dev_metrics,
+                                                r"preds/rte_dev_metrics\.json already exist",
+                                                r"Pass overwrite=true to replace, or choose another output_dir"),
+    "P eval_batch_size=0": (P, ["eval_batch_size=0"], None, r"eval_batch_size=0 must be at least 1",
+                            r"the default is 64"),
+    "P labels of another task": (P, ["task=mrpc", "model_dir={nli_untagged}"], None,
+                                 r"predicts the labels \['entailment', 'not_entailment'\], but task mrpc's labels are "
+                                 r"\['0', '1'\]", r"Pass model_dir=<a model fine-tuned or distilled on mrpc>"),
+    "P read-only output folder": (P, ["output_dir={tmp}/ro/preds"], read_only_dir,
+                                  r"output_dir=.*/ro/preds cannot be written", r"Choose a writable output_dir=<dir>"),
+    "P output_dir is a file": (P, [], a_file, r"output_dir=.*preds cannot be created: .*preds is a file",
+                               r"Choose another output_dir=<dir>"),
+    "P header-only test.tsv": (P, [], header_only("RTE/test.tsv"),
+                               r"RTE/test\.tsv has a header line but no data rows", r"Re-download the file"),
+    "P non-UTF-8 test.tsv": (P, [], latin1_line("RTE/test.tsv", 4), r"RTE/test\.tsv:4: not UTF-8", r"iconv"),
+    "P hub offline": (P, ["data.source=hub"], None, r"hub cannot be reached", r"data\.source=tsv"),
+    "P task=ax split=dev": (P, ["task=ax", "split=dev"], None, r"Task ax has no labelled dev set",
+                            r"use split=test"),
+}
+
+
+def base_overrides(script: str, tmp: Path, glue: Path, env: dict, tiny_bert: Path) -> list[str]:
+    if script == F:
+        return quick(tmp, glue) + ["task=rte", f"model.teacher_init={tiny_bert}", f"output_dir={tmp / 'out'}"]
+    if script == T:
+        return quick(tmp, glue) + ["task=rte", f"teacher_dir={env['teacher_rte']}", f"model.student.source={tiny_bert}",
+                                   "model.student.num_layers=2", f"output_dir={tmp / 'out'}"]
+    return ["task=rte", f"model_dir={env['rte']}", f"output_dir={tmp / 'preds'}", f"data.glue_dir={glue}"]
+
+
+def files(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """Fail the test if any model weights (or a tokenizer) are loaded; config.json may be read."""
+    def fail(*a, **k):
+        pytest.fail("a model was loaded before the bad input was refused")
+
+    for name in ("load_for_finetuning", "build_student", "load_tokenizer"):
+        monkeypatch.setattr(run, name, fail)
+    monkeypatch.setattr(models.AutoModelForSequenceClassification, "from_pretrained", fail)
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """The hub as an offline machine sees it (HF_HUB_OFFLINE=1 raises exactly this), whatever the local cache holds."""
+    import datasets
+
+    def load_dataset(*a, **k):
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+
+
+def emulate_permissions_for_root(monkeypatch) -> None:
+    """root may write anywhere, so a 0o555 folder is only read-only for others: judge it by its mode bits."""
+    if os.geteuid() == 0:
+        monkeypatch.setattr(checks, "is_writable", lambda d: bool(os.stat(d).st_mode & 0o200))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_rejected_before_loading_or_writing(case, tmp_path, env, tiny_bert, no_models, offline_hub, monkeypatch):
+    script, extra, setup, problem, fix = CASES[case]
+    glue = write_glue(tmp_path / "glue_data")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    emulate_permissions_for_root(monkeypatch)
+    if setup is not None:
+        setup(tmp_path, glue)
+    before = files(tmp_path)
+    fmt = {"tmp": tmp_path, **env}
+    base = base_overrides(script, tmp_path, glue, env, tiny_bert)
+    if any(e.startswith("trainer=") for e in extra):  # the trainer preset then decides the accelerator
+        base = [o for o in base if not o.startswith("trainer.accelerator=")]
+    cfg = compose_cfg(script, base + [e.format(**fmt) for e in extra])
+    fn = {F: run.finetune, T: run.distil, P: run.predict}[script]
+    try:
+        with pytest.raises(ConfigError) as e:
+            fn(cfg)
+    finally:
+        if (tmp_path / "ro").exists():
+            (tmp_path / "ro").chmod(0o755)
+    message = str(e.value)
+    assert re.search(problem, message), f"the problem is not named: {message}"
+    assert re.search(fix, message), f"the fix is not named: {message}"
+    assert files(tmp_path) == before, "nothing may be written (or changed) by a refused run"
+    assert not list(tmp_path.glob("**/.*.partial")) and not list(tmp_path.glob("**/.*.checkpoint"))
+
+
+def test_the_cases_cover_all_three_scripts():
+    scripts = [c[0] for c in CASES.values()]
+    assert len(CASES) >= 30 and all(scripts.count(s) >= 8 for s in (F, T, P))
+
+
+# --- model label names (check_head) ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [n for n in TASKS if n != "ax"] + ["ax"])
+def test_label_names_this_project_saves_are_accepted(name):
+    task = get_task(name)
+    saved = get_task("mnli") if name == "ax" else task  # AX is predicted with an MNLI model
+    config = tiny_bert_config(2, **label_kwargs(saved))
+    check_head(config, task, "Model m", "")
+    check_head(tiny_bert_config(2, num_labels=task.num_labels), task, "Model m", "")  # LABEL_0, LABEL_1, ...
+
+
+@pytest.mark.parametrize("name, labels", [("sst2", {0: "NEGATIVE", 1: "POSITIVE"}),
+                                          ("mrpc", {0: "not_equivalent", 1: "equivalent"}),
+                                          ("cola", {0: "unacceptable", 1: "acceptable"})])
+def test_hub_label_names_are_accepted(name, labels):
+    """Models fine-tuned on the hub's GLUE (transformers' run_glue.py) carry the hub's class names."""
+    check_head(tiny_bert_config(2, num_labels=2, id2label=labels), get_task(name), "Model m", "")
+
+
+def test_hub_label_names_of_another_task_are_refused():
+    # WNLI: 0 = not_entailment; an RTE-style model (0 = entailment) would invert every prediction.
+    with pytest.raises(ConfigError, match=r"orders its labels \['entailment', 'not_entailment'\], but task wnli "
+                                          r"uses \['0', '1'\]; its predictions would be mislabelled"):
+        check_head(tiny_bert_config(2, num_labels=2, id2label=NLI2), get_task("wnli"), "Model m", "")
+
+
+# --- the scripts themselves: exit code 2, `error: ...`, no traceback -------------------------------------------
+
+
+def script(args: list[str], cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([*prefix, sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+@pytest.mark.parametrize("args, problem, fix", [
+    (["train.py", "alpah=0.3"], "error: Could not override 'alpah': the config has no such key",
+     "Check its spelling; python train.py --cfg job prints every key"),
+    (["predict.py", "task=foo"], "error: In 'predict': Could not find 'task/foo'. Available options in 'task': ax, cola",
+     "Pick one of them: task=<option>."),
+    (["finetune_teacher.py", "model=nope"], "Could not find 'model/nope'. Available options in 'model': bert_base, "
+     "minilm", "model=<option>"),
+    (["train.py", "batch_size=0"], "error: batch_size=0 must be at least 1", "the default is 32"),
+], ids=["train.py alpah=0.3", "predict.py task=foo", "finetune_teacher.py model=nope", "train.py batch_size=0"])
+def test_script_exits_2_without_traceback(args, problem, fix, tmp_path):
+    res = script([str(ROOT / args[0]), *args[1:], f"hydra.run.dir={tmp_path / 'logs'}"], tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert problem in res.stderr and fix in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "HYDRA_FULL_ERROR" not in res.stderr
+    assert not (tmp_path / "model").exists()
+
+
+def unprivileged() -> tuple[str, ...]:
+    """A prefix under which file permissions apply: root without CAP_DAC_OVERRIDE (setpriv), or nothing."""
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: a read-only folder cannot be made")
+    return ("setpriv", "--bounding-set=-dac_override,-dac_read_search")
+
+
+def test_read_only_working_directory(tmp_path):
+    """Hydra cannot create its log folder (outputs/<date>/<time>) in the working directory: say how to move it."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        res = script([str(ROOT / "predict.py"), "task=rte"], ro, unprivileged())
+    finally:
+        ro.chmod(0o755)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "error: cannot write Hydra's log folder outputs (Permission denied)" in res.stderr
+    assert "Run from a writable folder, or pass hydra.run.dir=<a writable dir>" in res.stderr
+    assert "Traceback" not in res.stderr and list(ro.iterdir()) == []
