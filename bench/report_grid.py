@@ -51,6 +51,7 @@ def summarise(runs: dict) -> list[dict]:
             row[m] = {met: [_value(r, task, met) for r in recs] for met in row["metrics"]}
             row[m]["selection"] = [100 * r["selection"] for r in recs]
             row[m]["wall_s"] = [r["wall_s"] for r in by.get(m, [])]
+            row[m]["cpu_s"] = [r["cpu_s"] for r in by.get(m, []) if "cpu_s" in r]
         kd = {r["seed"]: 100 * r["best"]["selection"] for r in by.get("kd", [])}
         row["reptile_minus_kd"] = [100 * r["best"]["selection"] - kd[r["seed"]] for r in by.get("reptile", [])
                                    if r["seed"] in kd]  # paired by seed: same data order, same student init
@@ -75,12 +76,20 @@ def markdown(rows: list[dict], preset: str) -> str:
         lines.append(f"| {r['task'].upper()} ({'/'.join(r['metrics'])}) | " + " | ".join(cells) +
                      f" | {diff} | {r['n']['reptile']} |")
     lines += ["", "What the teacher itself scores on dev after ReptileDistil has updated it (selection metric, "
-              "x100, change from the fine-tuned teacher), and the wall time per run (seconds, mean; includes "
-              "start-up and dev evaluation):", "",
-              "| task | teacher drift | " + " | ".join(f"{TITLES[m]} s" for m in COLUMNS) + " |",
+              "x100, change from the fine-tuned teacher), and the time per run, mean, start-up and dev evaluation "
+              "included: wall seconds / CPU seconds (user + system, all cores; unlike wall time it does not grow when "
+              "the machine is shared or the grid is paused):", "",
+              "| task | teacher drift | " + " | ".join(f"{TITLES[m]} wall / CPU s" for m in COLUMNS) + " |",
               "|" + "---|" * (len(COLUMNS) + 2)]
+
+    def time_cell(x: dict) -> str:
+        if not x["wall_s"]:
+            return "-"
+        cpu = f"{statistics.mean(x['cpu_s']):.0f}" if len(x["cpu_s"]) == len(x["wall_s"]) else "?"
+        return f"{statistics.mean(x['wall_s']):.0f} / {cpu}"
+
     for r in rows:
-        times = " | ".join(f"{statistics.mean(r[m]['wall_s']):.0f}" if r[m]["wall_s"] else "-" for m in COLUMNS)
+        times = " | ".join(time_cell(r[m]) for m in COLUMNS)
         lines.append(f"| {r['task'].upper()} | {_fmt(r['teacher_drift'])} | {times} |")
     return "\n".join(lines) + "\n"
 

@@ -37,15 +37,21 @@ QUIET = "trainer.enable_progress_bar=false"  # the logs hold the console output;
 DEFAULT_SEEDS = {"rte": [1, 2, 3], "mrpc": [1, 2, 3], "stsb": [1], "cola": [1], "sst2": [1]}
 
 
-def run_script(script: str, overrides: list[str], log: Path) -> float:
-    """Run an entry script as a user would; its console output goes to `log`. Returns the wall time."""
+def run_script(script: str, overrides: list[str], log: Path) -> tuple[float, float]:
+    """Run an entry script as a user would; its console output goes to `log`. Returns (wall s, CPU s).
+
+    CPU seconds (the child's user + system time) stay comparable when the machine is shared or the grid is paused
+    (kill -STOP / -CONT); wall time does not.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, script, *overrides], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{script} {' '.join(overrides)} failed (exit {proc.returncode}); see {log}")
-    return time.perf_counter() - t0
+        proc = subprocess.Popen([sys.executable, script, *overrides], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{script} {' '.join(overrides)} failed (exit {code}); see {log}")
+    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime
 
 
 def write_json(path: Path, doc: dict) -> None:
@@ -56,8 +62,12 @@ def write_json(path: Path, doc: dict) -> None:
 
 
 def stamp() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    code = ["src", "conf", "train.py", "finetune_teacher.py", "predict.py"]
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", *code], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine_info()}
+            "machine": machine_info(), "commit": commit or None, "code_changed_since_commit": bool(dirty)}
 
 
 class Grid:
@@ -75,11 +85,11 @@ class Grid:
             return out
         overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out}", "overwrite=true", QUIET,
                      f"hydra.run.dir={self.models / task / 'logs' / 'teacher'}", *self.extra]
-        wall = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
+        wall, cpu = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
         metrics = json.loads((out / "dev_metrics.json").read_text())
         write_json(result, {"task": task, "method": "teacher", "seed": metrics["config"]["seed"], "overrides": overrides,
                             "best": metrics["best"], "final": metrics["final"], "history": metrics["history"],
-                            "config": metrics["config"], "wall_s": wall, **stamp()})
+                            "config": metrics["config"], "wall_s": wall, "cpu_s": cpu, **stamp()})
         return out
 
     def student(self, task: str, method: str, seed: int, teacher: Path) -> str:
@@ -97,10 +107,11 @@ class Grid:
         overrides = [f"task={task}", f"model={self.preset}", f"method={method}", "strategy=skip", f"seed={seed}",
                      f"teacher_dir={teacher}", f"output_dir={out}", "overwrite=true", QUIET,
                      f"hydra.run.dir={self.models / task / 'logs' / f'{method}-seed{seed}'}", *self.extra]
-        wall = run_script("train.py", overrides, self.models / task / f"{method}-seed{seed}.log")
+        wall, cpu = run_script("train.py", overrides, self.models / task / f"{method}-seed{seed}.log")
         metrics = json.loads((out / "metrics.json").read_text())
         doc = {"task": task, "method": method, "seed": seed, "overrides": overrides, "best": metrics["best"],
-               "final": metrics["final"], "history": metrics["history"], "config": metrics["config"], "wall_s": wall}
+               "final": metrics["final"], "history": metrics["history"], "config": metrics["config"], "wall_s": wall,
+               "cpu_s": cpu}
         teacher_before = json.loads((self.results / task / "teacher.json").read_text())["best"]
         doc["teacher_before"] = teacher_before
         if method == "reptile":  # what the teacher itself scores after it has been taught to teach

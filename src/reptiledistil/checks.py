@@ -72,6 +72,12 @@ def check_training_values(cfg: DictConfig) -> None:
 def check_predict_values(cfg: DictConfig) -> None:
     """predict.py."""
     _at_least(cfg, "eval_batch_size", 1, "examples per inference batch; the default is 64")
+    drop = _value(cfg, "max_metric_drop")
+    if drop is not _ABSENT and _number("max_metric_drop", drop, integer=False) < 0:
+        raise ConfigError(f"max_metric_drop={drop} must be >= 0 (points of dev metric an export may lose before the "
+                          "check warns; the default is 1.0).")
+    if _value(cfg, "export_check") not in (_ABSENT, True, False):
+        raise ConfigError(f"export_check={_value(cfg, 'export_check')!r} must be true or false.")
 
 
 def is_writable(folder: Path) -> bool:

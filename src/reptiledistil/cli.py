@@ -47,6 +47,8 @@ def quiet_libraries() -> None:
     its weight-loading bars, datasets' tokenisation bars, Lightning's device/seed/tip banners.
     """
     import datasets
+    import lightning_fabric  # noqa: F401  (their imports set their loggers to INFO: import first, then set)
+    import pytorch_lightning  # noqa: F401
     import transformers
 
     transformers.logging.set_verbosity_error()

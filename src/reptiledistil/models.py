@@ -113,16 +113,31 @@ def check_head(config, task: Task, where: str, fix: str) -> None:
                           f"{list(task.labels)}{hub}: it was fine-tuned for another task. {fix}")
 
 
-def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -> PreTrainedModel:
-    """A model fine-tuned on `task` (teacher for distillation, any model for predict.py)."""
+def check_finetuned_config(path: str, task: Task, what: str = "Model", hint: str = ""):
+    """The config of a model fine-tuned on `task` (any model directory, exports included), checked before loading."""
     src = check_model_source(path, what, hint)
     config = _from_pretrained(AutoConfig.from_pretrained, src, what.lower())
+    archs = getattr(config, "architectures", None) or []
+    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ConfigError(f"{what} {src} is not a sequence classifier (its architecture is {', '.join(archs)}): it has "
+                          f"no fine-tuned head to predict with. Fine-tune it first (finetune_teacher.py). {hint}".strip())
     check_head(config, task, f"{what} {src}", hint)
+    return config
+
+
+def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -> PreTrainedModel:
+    """A PyTorch model fine-tuned on `task` (teacher for distillation, any model for predict.py)."""
+    config = check_finetuned_config(path, task, what, hint)
+    from .engines import is_onnx_dir
     from .quantize import is_quantized_dir, load_quantized
 
-    if is_quantized_dir(src):  # an int8 export (predict.py quantize=int8 export_dir=...): CPU inference only
-        return load_quantized(src)
-    return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, src, what.lower(), config=config, **FP32)
+    if is_onnx_dir(path):
+        raise ConfigError(f"{what} {path} is an ONNX export, for inference with predict.py only. Pass the PyTorch "
+                          f"model directory it was exported from. {hint}".strip())
+    if is_quantized_dir(path):  # an int8 export (predict.py quantize=int8 export_dir=...): CPU inference only
+        return load_quantized(path)
+    return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, str(path), what.lower(), config=config,
+                            **FP32)
 
 
 def build_student(init: str, source: str, task: Task, num_layers: int | None = None,

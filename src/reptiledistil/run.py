@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .callbacks import BestOnDev, ResumableCheckpoint
@@ -314,32 +315,96 @@ def distil(cfg: DictConfig) -> dict:
     return summary
 
 
-def predict(cfg: DictConfig) -> dict:
-    """Dev metrics (split=dev) or GLUE submission files (split=test) from any fine-tuned model directory."""
-    import torch
+def _export_request(cfg: DictConfig) -> str | None:
+    """export= / export_dir= checked before anything is loaded: "onnx", "torch" (the int8 directory) or None."""
+    export, export_dir = cfg.get("export"), cfg.get("export_dir")
+    if export is None and export_dir is None:
+        return None
+    export = str(export).lower() if export is not None else ("onnx" if str(cfg.engine).lower() == "onnx" else "torch")
+    if export not in ("onnx", "torch"):
+        raise ConfigError(f"export={cfg.export!r} is not supported; use export=onnx (ONNX Runtime, fp32 or "
+                          "quantize=int8) or export=torch quantize=int8 (the PyTorch int8 directory).")
+    if export_dir is None:
+        raise ConfigError(f"export={export} writes a model directory: pass export_dir=<dir> too.")
+    if export == "torch" and str(cfg.quantize).lower() != "int8":
+        raise ConfigError("export_dir=<dir> with the torch engine saves the int8 model, so it needs quantize=int8 "
+                          "(the fp32 PyTorch model is model_dir itself); or pass export=onnx.")
+    if str(cfg.engine).lower() not in ("auto", export):
+        raise ConfigError(f"engine={cfg.engine} and export={export} disagree: the export is what runs. Pass one.")
+    from .engines import is_onnx_dir
+    from .quantize import is_quantized_dir
+
+    if is_onnx_dir(cfg.model_dir) or is_quantized_dir(cfg.model_dir):
+        raise ConfigError(f"{cfg.model_dir} is already an export; export from the fp32 model directory it came from.")
+    check_output_dir(export_dir, cfg.overwrite)
+    check_writable(export_dir, "export_dir", beside=True)
+    return export
+
+
+def _sample_batch(tokenizer, ds, max_seq_length: int, n: int = 8) -> dict:
+    """The first `n` examples of `ds`, tokenized and padded: traces the ONNX graph and checks its logits."""
+    from transformers import DataCollatorWithPadding
+
+    from .data import model_inputs, tokenize
+
+    enc = tokenize(ds.select(range(min(n, len(ds)))), tokenizer, max_seq_length)
+    rows = enc.remove_columns([c for c in ("labels", "idx") if c in enc.column_names]).with_format("python")
+    return model_inputs(DataCollatorWithPadding(tokenizer, return_tensors="pt")(list(rows)))
+
+
+def _dev_check(cfg: DictConfig, task, tokenizer, reference, exported, splits: dict) -> dict | None:
+    """The export's dev metric against its source model's; warns loudly past max_metric_drop points."""
+    import sys
 
     from .data import load_split
+    from .metrics import compute_metrics, predictions, selection_score
+    from .submission import predict_logits
+
+    try:
+        dev = splits if cfg.split == "dev" else load_split(task, "dev", cfg.data.glue_dir, cfg.data.source)
+    except ConfigError as e:
+        print(f"export check skipped (no labelled dev data: {e})")
+        return None
+    check: dict = {"max_metric_drop": float(cfg.max_metric_drop), "splits": {}}
+    for name, ds in dev.items():
+        labels = torch.tensor(ds["labels"])
+        m = {k: compute_metrics(task, predictions(task, predict_logits(r, tokenizer, ds, cfg.max_seq_length,
+                                                                       cfg.eval_batch_size)), labels)
+             for k, r in (("source", reference), ("export", exported))}
+        sel = {k: selection_score(task, v) for k, v in m.items()}
+        drop = 100 * (sel["source"] - sel["export"])
+        check["splits"][name] = {**m, "selection": sel, "drop_points": drop}
+        print(f"export check, {task.name} {name}: source {100 * sel['source']:.2f}, export "
+              f"{100 * sel['export']:.2f} ({-drop:+.2f} points)")
+        if drop > cfg.max_metric_drop:
+            print(f"\n{'!' * 78}\nWARNING: the export loses {drop:.2f} points of dev metric on {task.name} {name} "
+                  f"(more than max_metric_drop={cfg.max_metric_drop:g}).\nServe the fp32 model or export=onnx without "
+                  f"quantize=int8, or accept the loss knowingly.\n{'!' * 78}\n", file=sys.stderr)
+    return check
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Dev metrics (split=dev) or GLUE submission files (split=test) from a fine-tuned model or an export; with
+    export=onnx|torch, first writes the model for serving to export_dir and then runs that export."""
+    import copy
+
+    from .data import load_split
+    from .engines import (EngineChoice, OnnxRunner, TorchRunner, export_onnx, is_onnx_dir, record_dev_check,
+                          resolve_engine)
     from .metrics import compute_metrics, predictions
-    from .quantize import is_quantized_dir, quantize_int8, save_quantized
+    from .models import check_finetuned_config
+    from .quantize import save_quantized
     from .submission import format_predictions, predict_logits, write_submission, zip_submissions
 
     check_predict_values(cfg)
     task = task_for(cfg, cfg.model_dir)
     if cfg.split not in ("dev", "test"):
         raise ConfigError(f"split must be dev or test, got {cfg.split!r}.")
-    quantize = str(cfg.get("quantize") or "none").lower()
-    export_dir = cfg.get("export_dir")
-    if quantize not in ("none", "int8"):
-        raise ConfigError(f"quantize must be none or int8, got {cfg.get('quantize')!r}.")
-    if export_dir is not None and quantize != "int8":
-        raise ConfigError("export_dir=<dir> saves the int8 model, so it needs quantize=int8.")
-    int8 = quantize == "int8" or is_quantized_dir(cfg.model_dir)
-    if int8 and torch.cuda.is_available():
-        raise ConfigError("int8 dynamic quantization runs on CPU only, and predict would use the CUDA device here. "
-                          "Hide the GPU (CUDA_VISIBLE_DEVICES= python predict.py ...) or pass quantize=none.")
-    if export_dir is not None:
-        check_output_dir(export_dir, cfg.overwrite)
-        check_writable(export_dir, "export_dir", beside=True)
+    export = _export_request(cfg)
+    choice = resolve_engine(export or cfg.engine, cfg.precision, cfg.quantize, cfg.model_dir)
+    if choice.engine == "onnx" and export is None and not is_onnx_dir(cfg.model_dir):
+        raise ConfigError("engine=onnx runs an ONNX export: write one first with export=onnx export_dir=<dir> "
+                          "(add quantize=int8 for int8), then pass model_dir=<dir>.")
     hint = ("AX is predicted with an MNLI model: pass model_dir=<an MNLI model directory>." if task.name == "ax"
             else f"Pass model_dir=<a model fine-tuned or distilled on {task.name}>.")
     out = Path(cfg.output_dir)
@@ -351,19 +416,37 @@ def predict(cfg: DictConfig) -> dict:
                           "or choose another output_dir=<dir>.")
     check_writable(out, "output_dir")
     splits = load_split(task, cfg.split, cfg.data.glue_dir, cfg.data.source)  # bad data: refused before the model
-    model = load_finetuned(cfg.model_dir, task, "Model", hint)
+    config = check_finetuned_config(cfg.model_dir, task, "Model", hint)
+    check_max_seq_length(cfg.max_seq_length, config.max_position_embeddings)
     tokenizer = load_tokenizer(cfg.model_dir)
-    check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    result: dict = {"task": task.name, "model_dir": str(cfg.model_dir), "split": cfg.split,
-                    "quantize": "int8" if int8 else "none"}
-    if quantize == "int8":
-        model = quantize_int8(model, inplace=True)
-        if export_dir is not None:
-            result["export_dir"] = str(save_quantized(model, tokenizer, export_dir, cfg.overwrite))
-            print(f"wrote the int8 model to {export_dir}")
+    print(f"engine: {choice.note}")
+    result: dict = {"task": task.name, "model_dir": str(cfg.model_dir), "split": cfg.split, "engine": choice.engine,
+                    "precision": choice.precision, "quantize": "int8" if choice.precision == "int8" else "none"}
+    if choice.engine == "onnx" and export is None:
+        runner = OnnxRunner(cfg.model_dir)
+    else:
+        model = load_finetuned(cfg.model_dir, task, "Model", hint)
+        reference = TorchRunner(copy.deepcopy(model), EngineChoice("torch", "fp32", "cpu", "")) if export else None
+        if export == "onnx":
+            sample = _sample_batch(tokenizer, next(iter(splits.values())), cfg.max_seq_length)
+            export_onnx(model, tokenizer, cfg.export_dir, quantize=choice.precision if choice.precision == "int8"
+                        else "none", task=task.name, sample=sample, overwrite=cfg.overwrite, source=str(cfg.model_dir))
+            runner = OnnxRunner(cfg.export_dir)
+        else:
+            runner = TorchRunner(model, choice)
+            if export == "torch":
+                save_quantized(runner.model, tokenizer, cfg.export_dir, cfg.overwrite)
+        if export:
+            result["export_dir"] = str(cfg.export_dir)
+            print(f"wrote the {choice.engine} {choice.precision} model to {cfg.export_dir}")
+            if cfg.export_check:
+                check = _dev_check(cfg, task, tokenizer, reference, runner, splits)
+                if check is not None:
+                    result["export_check"] = check
+                    if export == "onnx":
+                        record_dev_check(cfg.export_dir, check)
     for name, ds in splits.items():
-        logits = predict_logits(model, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size, device)
+        logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
         if cfg.split == "dev":
             m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
             result[name] = m

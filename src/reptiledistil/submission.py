@@ -16,16 +16,22 @@ from .outputs import write_text_atomic
 from .tasks import Task
 
 
-@torch.inference_mode()
-def predict_logits(model, tokenizer, ds: datasets.Dataset, max_seq_length: int, batch_size: int = 64,
+def predict_logits(runner, tokenizer, ds: datasets.Dataset, max_seq_length: int, batch_size: int = 64,
                    device: str | torch.device = "cpu") -> torch.Tensor:
-    """Logits for every example of `ds` (columns text_a, text_b), in order."""
+    """Logits for every example of `ds` (columns text_a, text_b), in order.
+
+    `runner` maps a batch of token tensors to logits (engines.TorchRunner, engines.OnnxRunner); a plain PyTorch
+    model is run in fp32 on `device`.
+    """
+    from .engines import EngineChoice, TorchRunner
+
+    if isinstance(runner, torch.nn.Module):
+        runner = TorchRunner(runner, EngineChoice("torch", "fp32", str(device), ""))
     enc = tokenize(ds, tokenizer, max_seq_length).remove_columns([c for c in ("labels", "idx") if c in ds.column_names])
     loader = DataLoader(enc.with_format("python"), batch_size=batch_size, shuffle=False,
                         collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"))
-    model.eval().to(device)
-    out = [model(**{k: v.to(device) for k, v in model_inputs(b).items()}).logits.float().cpu() for b in loader]
-    return torch.cat(out) if out else torch.empty(0, model.config.num_labels)
+    out = [runner(model_inputs(b)) for b in loader]
+    return torch.cat(out) if out else torch.empty(0, runner.num_labels)
 
 
 def format_predictions(task: Task, logits: torch.Tensor) -> list[str]:

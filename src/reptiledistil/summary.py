@@ -99,6 +99,9 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="train.py's output_dir")
     ap.add_argument("--predictions", type=Path, required=True)
     a = ap.parse_args()
+    from .cli import quiet_libraries
+
+    quiet_libraries()  # no weight-loading bars between the pipeline's output and this table
     print(summary_table(a.task, a.teacher, a.run, a.predictions))
 
 
