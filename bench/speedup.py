@@ -5,7 +5,8 @@
     python bench/speedup.py --quick --eval mrpc=<student dir> sst2=<student dir>
 
 Engines (src/reptiledistil/engines.py): torch fp32, torch bf16 (autocast; only where the CPU has bf16 units),
-torch int8 (dynamic, torch.ao), onnx fp32 and onnx int8 (ONNX Runtime with its BERT fusions; needs `.[onnx]`).
+onnx fp32 and onnx int8 (ONNX Runtime with its BERT fusions, dynamic int8; needs `.[onnx]`). --torch-int8 adds
+PyTorch's dynamic int8 (torch.ao, deprecated; no longer an engine of predict.py) for comparison.
 
 Timing: random weights of the real shapes (speed does not depend on the values), inputs of `--seq-len` tokens
 (128) with no padding, batch 1 and 32, eval mode, a fixed number of threads for torch and ONNX Runtime alike.
@@ -65,11 +66,14 @@ def have_onnxruntime() -> bool:
         return False
 
 
+TORCH_INT8 = False  # --torch-int8
+
+
 def engines(device: str) -> list[str]:
     """The student engines this machine can run (bf16 only with bf16 units: elsewhere it is slower than fp32)."""
     if device == "cuda":
         return ["torch fp32", "torch bf16"]
-    names = ["torch fp32"] + (["torch bf16"] if cpu_supports_bf16() else []) + ["torch int8"]
+    names = ["torch fp32"] + (["torch bf16"] if cpu_supports_bf16() else []) + (["torch int8"] if TORCH_INT8 else [])
     return names + (["onnx fp32", "onnx int8"] if have_onnxruntime() else [])
 
 
@@ -111,6 +115,16 @@ def runner(engine: str, model, device: str, workdir: Path, sample: dict):
         return OnnxRunner(out)
     import copy
 
+    if precision == "int8":  # the deprecated torch.ao path, for comparison only
+        import warnings
+
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            q = quantize_dynamic(copy.deepcopy(model).float().eval(), {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                 dtype=torch.qint8)
+        return TorchRunner(q, EngineChoice("torch", "fp32", device, ""))
     return TorchRunner(copy.deepcopy(model), EngineChoice("torch", precision, device, ""))
 
 
@@ -170,14 +184,11 @@ def evaluate(task_name: str, student_dir: str, glue_dir: str | None, seq_len: in
     from reptiledistil.data import load_split, subsample
     from reptiledistil.metrics import compute_metrics, predictions, selection_score
     from reptiledistil.models import load_finetuned, load_tokenizer
-    from reptiledistil.quantize import is_quantized
     from reptiledistil.submission import predict_logits
     from reptiledistil.tasks import get_task
 
     task = get_task(task_name)
     student = load_finetuned(student_dir, task, "Student")
-    if is_quantized(student):
-        raise SystemExit(f"{student_dir} is already int8: pass the fp32 student directory.")
     tokenizer = load_tokenizer(student_dir)
     out: dict = {"task": task.name, "student_dir": str(student_dir), "seq_len": seq_len, "batch": batch,
                  "student_layers": student.config.num_hidden_layers, "hidden": student.config.hidden_size, "splits": {}}
@@ -268,9 +279,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-batch-size", type=int, default=32)
     p.add_argument("--max-eval-samples", type=int, default=None)
     p.add_argument("--skip-timing", action="store_true", help="only the dev-metric comparison")
+    p.add_argument("--torch-int8", action="store_true", help="also PyTorch's dynamic int8 (torch.ao), for comparison")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/speedup-<machine>-<date>.json)")
     a = p.parse_args(argv)
     evals = parse_eval(a.eval)
+    global TORCH_INT8
+    TORCH_INT8 = a.torch_int8
     repeats = a.repeats or (5 if a.quick else 15)
     warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
     if a.threads:

@@ -98,17 +98,19 @@ def test_onnx_export_reads_back_for_dev_and_test(onnx_exports, tmp_path, quantiz
     assert {r.split("\t")[1] for r in rows[1:]} <= {"entailment", "not_entailment"}
 
 
-def test_every_torch_engine_round_trips(rte_model, glue_dir, tmp_path, monkeypatch):
-    fp32 = predict(_cfg(rte_model, tmp_path / "fp32", glue_dir, "split=dev", "precision=fp32"))
+def test_every_engine_round_trips(rte_model, onnx_exports, tmp_path, monkeypatch):
+    exports, glue = onnx_exports
+    fp32 = predict(_cfg(rte_model, tmp_path / "fp32", glue, "split=dev", "precision=fp32"))
     assert (fp32["engine"], fp32["precision"]) == ("torch", "fp32")
-    int8 = predict(_cfg(rte_model, tmp_path / "int8", glue_dir, "split=dev", "quantize=int8",
-                        f"export_dir={tmp_path / 'int8-model'}"))
-    assert int8["precision"] == "int8" and int8["export_check"]["splits"]["dev"]["source"] == fp32["dev"]
-    again = predict(_cfg(tmp_path / "int8-model", tmp_path / "int8-again", glue_dir, "split=dev"))
-    assert (again["engine"], again["precision"]) == ("torch", "int8") and again["dev"] == int8["dev"]
+    # int8 or engine=onnx on a PyTorch directory: exported to a temporary directory, run by ONNX Runtime
+    int8 = predict(_cfg(rte_model, tmp_path / "int8", glue, "split=dev", "quantize=int8"))
+    assert (int8["engine"], int8["precision"]) == ("onnx", "int8") and int8["dev"] == exports["int8"][1]["dev"]
+    onnx = predict(_cfg(rte_model, tmp_path / "onnx", glue, "split=dev", "engine=onnx"))
+    assert (onnx["engine"], onnx["precision"]) == ("onnx", "fp32") and onnx["dev"] == fp32["dev"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32", "int8", "onnx"], "temporary exports are removed"
     # bf16 autocast runs on any CPU (slowly without bf16 units): pretend this one has them
     monkeypatch.setattr(engines, "cpu_supports_bf16", lambda: True)
-    bf16 = predict(_cfg(rte_model, tmp_path / "bf16", glue_dir, "split=dev"))
+    bf16 = predict(_cfg(rte_model, tmp_path / "bf16", glue, "split=dev"))
     assert (bf16["engine"], bf16["precision"]) == ("torch", "bf16"), "auto picks bf16 where the CPU has bf16 units"
     assert abs(bf16["dev"]["accuracy"] - fp32["dev"]["accuracy"]) <= 2 / 12  # 12 dev examples, bf16 rounding
 
@@ -161,12 +163,11 @@ def no_model_load(monkeypatch):
     (["precision=bf16", "quantize=int8"], "exclude each other"),
     (["export=tflite", "export_dir={tmp}/x"], "export='tflite' is not supported"),
     (["export=onnx"], "pass export_dir=<dir> too"),
-    (["export=torch", "export_dir={tmp}/x"], "needs quantize=int8"),
+    (["export=torch", "export_dir={tmp}/x"], "export='torch' is not supported"),
     (["export=onnx", "engine=torch", "export_dir={tmp}/x"], "disagree"),
     (["export=onnx", "export_dir={tmp}/taken"], "already holds results"),
-    (["engine=onnx"], "write one first with export=onnx"),
     (["max_metric_drop=-1"], "must be >= 0"),
-    (["quantize=int8", "cuda"], "CPU only"),
+    (["quantize=int8", "engine=torch"], "int8 runs on ONNX Runtime"),
     (["precision=bf16", "no-bf16"], "this CPU has no bf16 units"),
     (["engine=onnx", "no-onnxruntime"], r"pip install '\.\[onnx\]'"),
     (["export=onnx", "export_dir={tmp}/x", "no-onnxruntime"], r"pip install '\.\[onnx\]'"),
@@ -209,9 +210,23 @@ def test_export_refusals_for_exports(onnx_exports, tmp_path, monkeypatch):
     # a teacher for distillation must be the PyTorch model
     from reptiledistil.models import load_finetuned
 
-    with pytest.raises(ConfigError, match="is an ONNX export, for inference with predict.py only"):
+    with pytest.raises(ConfigError, match="is an export for inference \(predict.py\) only"):
         load_finetuned(str(fp32_dir), get_task("rte"), "Teacher")
     assert not (tmp_path / "p").exists() and not (tmp_path / "x").exists()
+
+
+def test_pytorch_int8_directories_of_earlier_versions_are_refused(rte_model, glue_dir, tmp_path):
+    import shutil
+
+    old = tmp_path / "old-int8"
+    shutil.copytree(rte_model, old)
+    (old / engines.OLD_INT8_MARKER).write_text("{}")
+    with pytest.raises(ConfigError, match="export=onnx quantize=int8"):
+        predict(_cfg(old, tmp_path / "p", glue_dir))
+    from reptiledistil.models import load_finetuned
+
+    with pytest.raises(ConfigError, match="export for inference"):
+        load_finetuned(str(old), get_task("rte"), "Teacher")
 
 
 def test_incomplete_export_is_named(onnx_exports, tmp_path):

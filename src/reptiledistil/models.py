@@ -128,14 +128,11 @@ def check_finetuned_config(path: str, task: Task, what: str = "Model", hint: str
 def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -> PreTrainedModel:
     """A PyTorch model fine-tuned on `task` (teacher for distillation, any model for predict.py)."""
     config = check_finetuned_config(path, task, what, hint)
-    from .engines import is_onnx_dir
-    from .quantize import is_quantized_dir, load_quantized
+    from .engines import OLD_INT8_MARKER, is_onnx_dir
 
-    if is_onnx_dir(path):
-        raise ConfigError(f"{what} {path} is an ONNX export, for inference with predict.py only. Pass the PyTorch "
-                          f"model directory it was exported from. {hint}".strip())
-    if is_quantized_dir(path):  # an int8 export (predict.py quantize=int8 export_dir=...): CPU inference only
-        return load_quantized(path)
+    if is_onnx_dir(path) or (Path(path) / OLD_INT8_MARKER).is_file():
+        raise ConfigError(f"{what} {path} is an export for inference (predict.py) only. Pass the PyTorch model "
+                          f"directory it was exported from. {hint}".strip())
     return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, str(path), what.lower(), config=config,
                             **FP32)
 

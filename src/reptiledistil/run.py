@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -315,30 +316,25 @@ def distil(cfg: DictConfig) -> dict:
     return summary
 
 
-def _export_request(cfg: DictConfig) -> str | None:
-    """export= / export_dir= checked before anything is loaded: "onnx", "torch" (the int8 directory) or None."""
+def _export_request(cfg: DictConfig) -> bool:
+    """export=onnx / export_dir= checked before anything is loaded: True when the model is to be exported."""
     export, export_dir = cfg.get("export"), cfg.get("export_dir")
     if export is None and export_dir is None:
-        return None
-    export = str(export).lower() if export is not None else ("onnx" if str(cfg.engine).lower() == "onnx" else "torch")
-    if export not in ("onnx", "torch"):
-        raise ConfigError(f"export={cfg.export!r} is not supported; use export=onnx (ONNX Runtime, fp32 or "
-                          "quantize=int8) or export=torch quantize=int8 (the PyTorch int8 directory).")
+        return False
+    if str(export).lower() != "onnx":
+        raise ConfigError(f"export={export!r} is not supported; use export=onnx export_dir=<dir> (fp32, or int8 with "
+                          "quantize=int8), run by ONNX Runtime.")
     if export_dir is None:
-        raise ConfigError(f"export={export} writes a model directory: pass export_dir=<dir> too.")
-    if export == "torch" and str(cfg.quantize).lower() != "int8":
-        raise ConfigError("export_dir=<dir> with the torch engine saves the int8 model, so it needs quantize=int8 "
-                          "(the fp32 PyTorch model is model_dir itself); or pass export=onnx.")
-    if str(cfg.engine).lower() not in ("auto", export):
-        raise ConfigError(f"engine={cfg.engine} and export={export} disagree: the export is what runs. Pass one.")
-    from .engines import is_onnx_dir
-    from .quantize import is_quantized_dir
+        raise ConfigError("export=onnx writes a model directory: pass export_dir=<dir> too.")
+    if str(cfg.engine).lower() not in ("auto", "onnx"):
+        raise ConfigError(f"engine={cfg.engine} and export=onnx disagree: the export is what runs. Drop engine=.")
+    from .engines import OLD_INT8_MARKER, is_onnx_dir
 
-    if is_onnx_dir(cfg.model_dir) or is_quantized_dir(cfg.model_dir):
+    if is_onnx_dir(cfg.model_dir) or (Path(cfg.model_dir) / OLD_INT8_MARKER).is_file():
         raise ConfigError(f"{cfg.model_dir} is already an export; export from the fp32 model directory it came from.")
     check_output_dir(export_dir, cfg.overwrite)
     check_writable(export_dir, "export_dir", beside=True)
-    return export
+    return True
 
 
 def _sample_batch(tokenizer, ds, max_seq_length: int, n: int = 8) -> dict:
@@ -354,8 +350,6 @@ def _sample_batch(tokenizer, ds, max_seq_length: int, n: int = 8) -> dict:
 
 def _dev_check(cfg: DictConfig, task, tokenizer, reference, exported, splits: dict) -> dict | None:
     """The export's dev metric against its source model's; warns loudly past max_metric_drop points."""
-    import sys
-
     from .data import load_split
     from .metrics import compute_metrics, predictions, selection_score
     from .submission import predict_logits
@@ -384,16 +378,17 @@ def _dev_check(cfg: DictConfig, task, tokenizer, reference, exported, splits: di
 
 
 def predict(cfg: DictConfig) -> dict:
-    """Dev metrics (split=dev) or GLUE submission files (split=test) from a fine-tuned model or an export; with
-    export=onnx|torch, first writes the model for serving to export_dir and then runs that export."""
-    import copy
+    """Dev metrics (split=dev) or GLUE submission files (split=test) from a fine-tuned model or an export.
+
+    With export=onnx the model is first written for serving to export_dir, and that export then runs; the onnx
+    engine on a PyTorch model directory (engine=onnx or quantize=int8 without export) exports to a temporary one.
+    """
+    import tempfile
 
     from .data import load_split
-    from .engines import (EngineChoice, OnnxRunner, TorchRunner, export_onnx, is_onnx_dir, record_dev_check,
-                          resolve_engine)
+    from .engines import EngineChoice, OnnxRunner, TorchRunner, export_onnx, is_onnx_dir, record_dev_check, resolve_engine
     from .metrics import compute_metrics, predictions
     from .models import check_finetuned_config
-    from .quantize import save_quantized
     from .submission import format_predictions, predict_logits, write_submission, zip_submissions
 
     check_predict_values(cfg)
@@ -401,10 +396,7 @@ def predict(cfg: DictConfig) -> dict:
     if cfg.split not in ("dev", "test"):
         raise ConfigError(f"split must be dev or test, got {cfg.split!r}.")
     export = _export_request(cfg)
-    choice = resolve_engine(export or cfg.engine, cfg.precision, cfg.quantize, cfg.model_dir)
-    if choice.engine == "onnx" and export is None and not is_onnx_dir(cfg.model_dir):
-        raise ConfigError("engine=onnx runs an ONNX export: write one first with export=onnx export_dir=<dir> "
-                          "(add quantize=int8 for int8), then pass model_dir=<dir>.")
+    choice = resolve_engine("onnx" if export else cfg.engine, cfg.precision, cfg.quantize, cfg.model_dir)
     hint = ("AX is predicted with an MNLI model: pass model_dir=<an MNLI model directory>." if task.name == "ax"
             else f"Pass model_dir=<a model fine-tuned or distilled on {task.name}>.")
     out = Path(cfg.output_dir)
@@ -421,40 +413,38 @@ def predict(cfg: DictConfig) -> dict:
     tokenizer = load_tokenizer(cfg.model_dir)
     print(f"engine: {choice.note}")
     result: dict = {"task": task.name, "model_dir": str(cfg.model_dir), "split": cfg.split, "engine": choice.engine,
-                    "precision": choice.precision, "quantize": "int8" if choice.precision == "int8" else "none"}
-    if choice.engine == "onnx" and export is None:
-        runner = OnnxRunner(cfg.model_dir)
-    else:
-        model = load_finetuned(cfg.model_dir, task, "Model", hint)
-        reference = TorchRunner(copy.deepcopy(model), EngineChoice("torch", "fp32", "cpu", "")) if export else None
-        if export == "onnx":
+                    "precision": choice.precision}
+    with tempfile.TemporaryDirectory(prefix="reptiledistil-onnx-") as tmp:
+        if choice.engine == "onnx" and not is_onnx_dir(cfg.model_dir):  # export first: to export_dir, or a temp dir
+            model = load_finetuned(cfg.model_dir, task, "Model", hint)
+            target = Path(cfg.export_dir) if export else Path(tmp) / "model"
             sample = _sample_batch(tokenizer, next(iter(splits.values())), cfg.max_seq_length)
-            export_onnx(model, tokenizer, cfg.export_dir, quantize=choice.precision if choice.precision == "int8"
-                        else "none", task=task.name, sample=sample, overwrite=cfg.overwrite, source=str(cfg.model_dir))
-            runner = OnnxRunner(cfg.export_dir)
-        else:
-            runner = TorchRunner(model, choice)
-            if export == "torch":
-                save_quantized(runner.model, tokenizer, cfg.export_dir, cfg.overwrite)
-        if export:
-            result["export_dir"] = str(cfg.export_dir)
-            print(f"wrote the {choice.engine} {choice.precision} model to {cfg.export_dir}")
-            if cfg.export_check:
+            export_onnx(model, tokenizer, target, quantize="int8" if choice.precision == "int8" else "none",
+                        task=task.name, sample=sample, overwrite=cfg.overwrite, source=str(cfg.model_dir))
+            runner = OnnxRunner(target)
+            if export:
+                result["export_dir"] = str(target)
+                print(f"wrote the ONNX {choice.precision} model to {target}")
+            if export and cfg.export_check:
+                reference = TorchRunner(model, EngineChoice("torch", "fp32", "cpu", ""))
                 check = _dev_check(cfg, task, tokenizer, reference, runner, splits)
                 if check is not None:
                     result["export_check"] = check
-                    if export == "onnx":
-                        record_dev_check(cfg.export_dir, check)
-    for name, ds in splits.items():
-        logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
-        if cfg.split == "dev":
-            m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
-            result[name] = m
-            print(f"{task.name} {name} ({len(ds)} examples): " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
+                    record_dev_check(target, check)
+        elif choice.engine == "onnx":
+            runner = OnnxRunner(cfg.model_dir)
         else:
-            write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)
-            result[name] = str(out / name)
-            print(f"wrote {out / name} ({len(ds)} rows)")
+            runner = TorchRunner(load_finetuned(cfg.model_dir, task, "Model", hint), choice)
+        for name, ds in splits.items():
+            logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
+            if cfg.split == "dev":
+                m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
+                result[name] = m
+                print(f"{task.name} {name} ({len(ds)} examples): " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
+            else:
+                write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)
+                result[name] = str(out / name)
+                print(f"wrote {out / name} ({len(ds)} rows)")
     if cfg.split == "dev":
         write_json_atomic(out / f"{task.name}_dev_metrics.json", result)
     elif cfg.zip:
