@@ -292,7 +292,7 @@ def script(args: list[str], cwd: Path, prefix: tuple[str, ...] = ()) -> subproce
     (["predict.py", "task=foo"], "error: In 'predict': Could not find 'task/foo'. Available options in 'task': ax, cola",
      "Pick one of them: task=<option>."),
     (["finetune_teacher.py", "model=nope"], "Could not find 'model/nope'. Available options in 'model': bert_base, "
-     "minilm", "model=<option>"),
+     "deberta_v3_base, electra_base, minilm, roberta_base, xlm_roberta_base", "model=<option>"),
     (["train.py", "batch_size=0"], "error: batch_size=0 must be at least 1", "the default is 32"),
 ], ids=["train.py alpah=0.3", "predict.py task=foo", "finetune_teacher.py model=nope", "train.py batch_size=0"])
 def test_script_exits_2_without_traceback(args, problem, fix, tmp_path):

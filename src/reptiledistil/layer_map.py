@@ -48,6 +48,10 @@ def encoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """(qualified name, module) of the transformer block list: the ModuleList of num_hidden_layers blocks."""
     n = model.config.num_hidden_layers
     found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
+    if not found and hasattr(model.config, "num_hidden_groups"):  # ALBERT: one block applied n times
+        raise ConfigError(f"{type(model).__name__} shares one set of weights across its {n} layers (ALBERT-style), so "
+                          "no student layer can stand for one teacher layer. Use a model with separate layers "
+                          "(BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, DeBERTa-v2).")
     if len(found) != 1:
         raise ConfigError(f"Cannot find the encoder layer list of {type(model).__name__} "
                           f"(ModuleLists of {n} blocks: {[f[0] for f in found]}).")
@@ -82,6 +86,12 @@ def _check_shape(tname: str, t: torch.Tensor, sname: str, s: torch.Tensor) -> No
 
 def parameter_pairs(teacher: nn.Module, student: nn.Module, mapping: list[list[int]]) -> ParamPairs:
     """Pair every mapped teacher parameter with its student parameter, checking shapes."""
+    t_family, s_family = (getattr(m.config, "model_type", None) for m in (teacher, student))
+    if t_family != s_family:
+        raise ConfigError(f"The teacher is a {t_family} model and the student a {s_family} model: the teacher's update "
+                          "pairs their parameters one by one, so both must come from one model family (and share a "
+                          "vocabulary). Build the student from the teacher's family (model.student.source=<a "
+                          f"{t_family} model>).")
     t_prefix, t_layers = encoder_layers(teacher)
     s_prefix, s_layers = encoder_layers(student)
     if len(mapping) != len(s_layers) or max(j for js in mapping for j in js) >= len(t_layers):
