@@ -66,14 +66,11 @@ def have_onnxruntime() -> bool:
         return False
 
 
-TORCH_INT8 = False  # --torch-int8
-
-
-def engines(device: str) -> list[str]:
+def engines(device: str, torch_int8: bool = False) -> list[str]:
     """The student engines this machine can run (bf16 only with bf16 units: elsewhere it is slower than fp32)."""
     if device == "cuda":
         return ["torch fp32", "torch bf16"]
-    names = ["torch fp32"] + (["torch bf16"] if cpu_supports_bf16() else []) + (["torch int8"] if TORCH_INT8 else [])
+    names = ["torch fp32"] + (["torch bf16"] if cpu_supports_bf16() else []) + (["torch int8"] if torch_int8 else [])
     return names + (["onnx fp32", "onnx int8"] if have_onnxruntime() else [])
 
 
@@ -156,13 +153,14 @@ def summarise(times: list[float], batch: int) -> dict:
             "latency_ms": med * 1e3, "throughput_seq_s": batch / med, "times_s": times}
 
 
-def bench_preset(preset: str, device: str, batches: list[int], seq_len: int, warmup: int, repeats: int) -> list[dict]:
+def bench_preset(preset: str, device: str, names: list[str], batches: list[int], seq_len: int, warmup: int,
+                 repeats: int) -> list[dict]:
     tcfg, scfg = preset_configs(preset)
     teacher, student = build(tcfg, 0), build(scfg, 1)
     sample = inputs(2, 16, tcfg.vocab_size)
     with tempfile.TemporaryDirectory() as tmp:
         models = {"teacher fp32": runner("torch fp32", teacher, device, Path(tmp), sample)}
-        for e in engines(device):
+        for e in names:
             models[f"student {e}"] = runner(e, student, device, Path(tmp), sample)
         rows = []
         for b in batches:
@@ -178,13 +176,13 @@ def bench_preset(preset: str, device: str, batches: list[int], seq_len: int, war
     return rows
 
 
-def evaluate(task_name: str, student_dir: str, glue_dir: str | None, seq_len: int, batch: int,
+def evaluate(task_name: str, student_dir: str, names: list[str], glue_dir: str | None, seq_len: int, batch: int,
              max_samples: int | None) -> dict:
     """Dev metric of one fp32 student with every CPU engine, and each engine's drop from torch fp32 in points."""
     from reptiledistil.data import load_split, subsample
     from reptiledistil.metrics import compute_metrics, predictions, selection_score
     from reptiledistil.models import load_finetuned, load_tokenizer
-    from reptiledistil.submission import predict_logits
+    from reptiledistil.submission import predict_logits, sample_batch
     from reptiledistil.tasks import get_task
 
     task = get_task(task_name)
@@ -193,11 +191,9 @@ def evaluate(task_name: str, student_dir: str, glue_dir: str | None, seq_len: in
     out: dict = {"task": task.name, "student_dir": str(student_dir), "seq_len": seq_len, "batch": batch,
                  "student_layers": student.config.num_hidden_layers, "hidden": student.config.hidden_size, "splits": {}}
     splits = {k: subsample(ds, max_samples) for k, ds in load_split(task, "dev", glue_dir).items()}
-    from reptiledistil.run import _sample_batch
-
-    sample = _sample_batch(tokenizer, next(iter(splits.values())), seq_len)
+    sample = sample_batch(tokenizer, next(iter(splits.values())), seq_len)
     with tempfile.TemporaryDirectory() as tmp:
-        runners = {e: runner(e, student, "cpu", Path(tmp), sample) for e in engines("cpu")}
+        runners = {e: runner(e, student, "cpu", Path(tmp), sample) for e in names}
         for split, ds in splits.items():
             labels = torch.tensor(ds["labels"])
             res: dict = {"examples": len(ds)}
@@ -283,8 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/speedup-<machine>-<date>.json)")
     a = p.parse_args(argv)
     evals = parse_eval(a.eval)
-    global TORCH_INT8
-    TORCH_INT8 = a.torch_int8
+    cpu_engines = engines("cpu", a.torch_int8)
     repeats = a.repeats or (5 if a.quick else 15)
     warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
     if a.threads:
@@ -303,18 +298,19 @@ def main(argv: list[str] | None = None) -> dict:
           f"onnxruntime {info.get('onnxruntime', 'not installed')}, device: {info['device_name']}; "
           f"CPU flags: {', '.join(f for f, on in info['cpu_flags'].items() if on) or 'unknown'}; "
           f"repeats {repeats}, warmup {warmup}")
-    skipped = [e for e in ("torch bf16", "onnx fp32") if e not in engines("cpu")]
+    skipped = [e for e in ("torch bf16", "onnx fp32") if e not in cpu_engines]
     if skipped:
         print(f"skipped: {', '.join(skipped)} ({'no bf16 units on this CPU' if 'torch bf16' in skipped else ''}"
               f"{'; ' if len(skipped) == 2 else ''}{'onnxruntime not installed: pip install .[onnx]' if 'onnx fp32' in skipped else ''})")
     result: dict = {"command": " ".join([sys.executable.split("/")[-1], *sys.argv]), "date": now.isoformat(timespec="seconds"),
                     "machine": info, "repeats": repeats, "warmup": warmup, "seq_len": a.seq_len,
-                    "engines": engines("cpu"), "rows": []}
+                    "engines": cpu_engines, "rows": []}
     if not a.skip_timing:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not a.no_cuda else [])
         for device in devices:
             for preset in a.presets:
-                result["rows"] += bench_preset(preset, device, a.batch_sizes, a.seq_len, warmup, repeats)
+                names = cpu_engines if device == "cpu" else engines(device)
+                result["rows"] += bench_preset(preset, device, names, a.batch_sizes, a.seq_len, warmup, repeats)
         print_table(result["rows"])
         result["goals"] = check_goals([r for r in result["rows"] if r["device"] == "cpu"])
         print("\nGoals (CPU, fp32 teacher vs the fastest student engine, same run):")
@@ -322,11 +318,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {'MET    ' if g['met'] else 'NOT MET'} {g['what']}: {g['got']:.2f}x ({g['engine']})")
     result["eval"] = []
     for task, student_dir in evals:
-        ev = evaluate(task, student_dir, a.glue_dir, a.seq_len, a.eval_batch_size, a.max_eval_samples)
+        ev = evaluate(task, student_dir, cpu_engines, a.glue_dir, a.seq_len, a.eval_batch_size, a.max_eval_samples)
         result["eval"].append(ev)
         print(f"\nDev metric, {ev['task']} student ({ev['student_layers']} layers) {ev['student_dir']}:")
         for split, r in ev["splits"].items():
-            for e in engines("cpu"):
+            for e in cpu_engines:
                 x = r[e]
                 agree = f", agreement {x['prediction_agreement']:.4f}" if "prediction_agreement" in x else ""
                 print(f"  {split:<7} {e:<11} {100 * x['selection']:6.2f}  ({-x['drop_points']:+.2f} pts{agree}, "

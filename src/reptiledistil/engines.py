@@ -67,6 +67,11 @@ def is_onnx_dir(path: str | Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
+def is_export_dir(path: str | Path) -> bool:
+    """An inference-only export (ONNX, or an earlier version's PyTorch int8): not a model to train or export from."""
+    return is_onnx_dir(path) or (Path(path) / OLD_INT8_MARKER).is_file()
+
+
 def read_marker(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -303,7 +308,7 @@ def export_onnx(model: nn.Module, tokenizer, out_dir: str | Path, *, quantize: s
                   "inputs": names, "opset": OPSET, "fused_operators": fusions, "source": source,
                   "torch_version": torch.__version__, "onnxruntime_version": ort.__version__}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        ref = TorchRunner(copy.deepcopy(model).float(), EngineChoice("torch", "fp32", "cpu", ""))(sample)
+        ref = TorchRunner(model, EngineChoice("torch", "fp32", "cpu", ""))(sample)
         got = OnnxRunner(tmp)(sample)
         marker["parity"] = {"examples": int(ref.shape[0]), "max_abs_logit_diff": float((ref - got).abs().max()),
                             "max_abs_logit": float(ref.abs().max())}

@@ -128,9 +128,9 @@ def check_finetuned_config(path: str, task: Task, what: str = "Model", hint: str
 def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -> PreTrainedModel:
     """A PyTorch model fine-tuned on `task` (teacher for distillation, any model for predict.py)."""
     config = check_finetuned_config(path, task, what, hint)
-    from .engines import OLD_INT8_MARKER, is_onnx_dir
+    from .engines import is_export_dir
 
-    if is_onnx_dir(path) or (Path(path) / OLD_INT8_MARKER).is_file():
+    if is_export_dir(path):
         raise ConfigError(f"{what} {path} is an export for inference (predict.py) only. Pass the PyTorch model "
                           f"directory it was exported from. {hint}".strip())
     return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, str(path), what.lower(), config=config,

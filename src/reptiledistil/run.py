@@ -328,24 +328,13 @@ def _export_request(cfg: DictConfig) -> bool:
         raise ConfigError("export=onnx writes a model directory: pass export_dir=<dir> too.")
     if str(cfg.engine).lower() not in ("auto", "onnx"):
         raise ConfigError(f"engine={cfg.engine} and export=onnx disagree: the export is what runs. Drop engine=.")
-    from .engines import OLD_INT8_MARKER, is_onnx_dir
+    from .engines import is_export_dir
 
-    if is_onnx_dir(cfg.model_dir) or (Path(cfg.model_dir) / OLD_INT8_MARKER).is_file():
+    if is_export_dir(cfg.model_dir):
         raise ConfigError(f"{cfg.model_dir} is already an export; export from the fp32 model directory it came from.")
     check_output_dir(export_dir, cfg.overwrite)
     check_writable(export_dir, "export_dir", beside=True)
     return True
-
-
-def _sample_batch(tokenizer, ds, max_seq_length: int, n: int = 8) -> dict:
-    """The first `n` examples of `ds`, tokenized and padded: traces the ONNX graph and checks its logits."""
-    from transformers import DataCollatorWithPadding
-
-    from .data import model_inputs, tokenize
-
-    enc = tokenize(ds.select(range(min(n, len(ds)))), tokenizer, max_seq_length)
-    rows = enc.remove_columns([c for c in ("labels", "idx") if c in enc.column_names]).with_format("python")
-    return model_inputs(DataCollatorWithPadding(tokenizer, return_tensors="pt")(list(rows)))
 
 
 def _dev_check(cfg: DictConfig, task, tokenizer, reference, exported, splits: dict) -> dict | None:
@@ -389,7 +378,7 @@ def predict(cfg: DictConfig) -> dict:
     from .engines import EngineChoice, OnnxRunner, TorchRunner, export_onnx, is_onnx_dir, record_dev_check, resolve_engine
     from .metrics import compute_metrics, predictions
     from .models import check_finetuned_config
-    from .submission import format_predictions, predict_logits, write_submission, zip_submissions
+    from .submission import format_predictions, predict_logits, sample_batch, write_submission, zip_submissions
 
     check_predict_values(cfg)
     task = task_for(cfg, cfg.model_dir)
@@ -414,11 +403,12 @@ def predict(cfg: DictConfig) -> dict:
     print(f"engine: {choice.note}")
     result: dict = {"task": task.name, "model_dir": str(cfg.model_dir), "split": cfg.split, "engine": choice.engine,
                     "precision": choice.precision}
+    check = None
     with tempfile.TemporaryDirectory(prefix="reptiledistil-onnx-") as tmp:
         if choice.engine == "onnx" and not is_onnx_dir(cfg.model_dir):  # export first: to export_dir, or a temp dir
             model = load_finetuned(cfg.model_dir, task, "Model", hint)
             target = Path(cfg.export_dir) if export else Path(tmp) / "model"
-            sample = _sample_batch(tokenizer, next(iter(splits.values())), cfg.max_seq_length)
+            sample = sample_batch(tokenizer, next(iter(splits.values())), cfg.max_seq_length)
             export_onnx(model, tokenizer, target, quantize="int8" if choice.precision == "int8" else "none",
                         task=task.name, sample=sample, overwrite=cfg.overwrite, source=str(cfg.model_dir))
             runner = OnnxRunner(target)
@@ -436,12 +426,16 @@ def predict(cfg: DictConfig) -> dict:
         else:
             runner = TorchRunner(load_finetuned(cfg.model_dir, task, "Model", hint), choice)
         for name, ds in splits.items():
-            logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
             if cfg.split == "dev":
-                m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
+                if check is not None:  # the export check has just scored the export on this split
+                    m = check["splits"][name]["export"]
+                else:
+                    logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
+                    m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
                 result[name] = m
                 print(f"{task.name} {name} ({len(ds)} examples): " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
             else:
+                logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
                 write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)
                 result[name] = str(out / name)
                 print(f"wrote {out / name} ({len(ds)} rows)")

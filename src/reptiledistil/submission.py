@@ -16,6 +16,19 @@ from .outputs import write_text_atomic
 from .tasks import Task
 
 
+def token_batches(tokenizer, ds: datasets.Dataset, max_seq_length: int, batch_size: int):
+    """The model inputs of `ds` (columns text_a, text_b) in order, tokenized and padded batch by batch."""
+    enc = tokenize(ds, tokenizer, max_seq_length).remove_columns([c for c in ("labels", "idx") if c in ds.column_names])
+    loader = DataLoader(enc.with_format("python"), batch_size=batch_size, shuffle=False,
+                        collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"))
+    return (model_inputs(b) for b in loader)
+
+
+def sample_batch(tokenizer, ds: datasets.Dataset, max_seq_length: int, n: int = 8) -> dict[str, torch.Tensor]:
+    """The first `n` examples of `ds` as one padded batch (traces an ONNX graph and checks its logits)."""
+    return next(token_batches(tokenizer, ds.select(range(min(n, len(ds)))), max_seq_length, n))
+
+
 def predict_logits(runner, tokenizer, ds: datasets.Dataset, max_seq_length: int, batch_size: int = 64,
                    device: str | torch.device = "cpu") -> torch.Tensor:
     """Logits for every example of `ds` (columns text_a, text_b), in order.
@@ -27,10 +40,7 @@ def predict_logits(runner, tokenizer, ds: datasets.Dataset, max_seq_length: int,
 
     if isinstance(runner, torch.nn.Module):
         runner = TorchRunner(runner, EngineChoice("torch", "fp32", str(device), ""))
-    enc = tokenize(ds, tokenizer, max_seq_length).remove_columns([c for c in ("labels", "idx") if c in ds.column_names])
-    loader = DataLoader(enc.with_format("python"), batch_size=batch_size, shuffle=False,
-                        collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"))
-    out = [runner(model_inputs(b)) for b in loader]
+    out = [runner(b) for b in token_batches(tokenizer, ds, max_seq_length, batch_size)]
     return torch.cat(out) if out else torch.empty(0, runner.num_labels)
 
 
