@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,31 +248,37 @@ def _optimize_graph(src: Path, dst: Path, config) -> dict:
     """ORT's transformer fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm); returns what was fused."""
     from onnxruntime.transformers.optimizer import optimize_model
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")
         opt = optimize_model(str(src), model_type="bert", num_heads=config.num_attention_heads,
                              hidden_size=config.hidden_size, opt_level=0)
-    opt.save_model_to_file(str(dst))
-    return {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
+        opt.save_model_to_file(str(dst))
+        return {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
 
 
 def _quantize_graph(src: Path, dst: Path) -> None:
     """ORT dynamic quantization: int8 weights (one scale per output channel), activations quantized per batch.
 
     The fused ops (Attention and friends, com.microsoft domain) defeat ONNX shape inference, so the tensor type
-    ORT cannot infer is given: fp32. ORT's advice to run its pre-processing is for static quantization; it is muted.
+    ORT cannot infer is given: fp32.
     """
-    import logging
-
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    with _quiet_root_logger():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+
+
+@contextmanager
+def _quiet_root_logger():
+    """ORT's optimizer and quantizer log through the root logger (fusion counts, advice to pre-process for static
+    quantization): nothing the user acts on. Errors still pass."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        yield
     finally:
         root.setLevel(level)
 
