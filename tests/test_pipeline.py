@@ -42,14 +42,16 @@ def test_finetune_writes_teacher_and_metrics(setup):
     assert not list(teacher.parent.glob(".teacher.*")), "no staging directories left behind"
 
 
-@pytest.mark.parametrize("method", ["reptile", "kd", "finetune"])
+@pytest.mark.parametrize("method", ["reptile", "kd", "finetune", "metadistil"])
 def test_distil_methods(setup, tiny_bert, method):
     tmp, glue, teacher, _ = setup
     out = tmp / f"student_{method}"
-    summary = distil(compose_cfg("train", distil_overrides(tmp, glue, teacher, tiny_bert, out, f"method={method}")))
+    extra = ["method.quiz_size=4"] if method == "metadistil" else []  # the synthetic RTE has 24 training examples
+    summary = distil(compose_cfg("train", distil_overrides(tmp, glue, teacher, tiny_bert, out, f"method={method}",
+                                                           *extra)))
     student = AutoModelForSequenceClassification.from_pretrained(out / "student")
     assert student.config.num_hidden_layers == 2
-    assert (out / "teacher").is_dir() == (method == "reptile")
+    assert (out / "teacher").is_dir() == (method in ("reptile", "metadistil"))  # the teacher that changed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == method and len(metrics["history"]) == 1
     assert metrics["final"]["epoch"] == 1 and "dev_accuracy" in metrics["best"]

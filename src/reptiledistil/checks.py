@@ -50,7 +50,7 @@ def check_training_values(cfg: DictConfig) -> None:
     _at_least(cfg, "epochs", 1, "each epoch ends with the dev evaluation that selects the model")
     _positive(cfg, "lr", "1e-4")  # finetune_teacher.py
     _positive(cfg, "student_lr", "5e-5")  # train.py
-    if OmegaConf.select(cfg, "method.name") == "reptile":  # the only method whose teacher learns
+    if OmegaConf.select(cfg, "method.name") in ("reptile", "metadistil"):  # the methods whose teacher learns
         _positive(cfg, "teacher_lr", "5e-5")
     grad = _value(cfg, "max_grad_norm")
     if grad is not _ABSENT and _number("max_grad_norm", grad, integer=False) < 0:

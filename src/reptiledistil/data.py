@@ -228,6 +228,15 @@ def subsample(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
     return ds.select(range(min(n, len(ds)))) if n and n > 0 else ds
 
 
+def split_quiz(ds: datasets.Dataset, quiz_size: int, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(training rest, quiz set): `quiz_size` examples drawn at random (seeded) and held out of training."""
+    if not 0 < quiz_size < len(ds):
+        raise ConfigError(f"method.quiz_size={quiz_size} must be between 1 and the training examples minus one "
+                          f"({len(ds) - 1} here): it is held out of training for the teacher's quiz.")
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
+    return ds.select(sorted(order[quiz_size:])), ds.select(sorted(order[:quiz_size]))
+
+
 class ResumableSampler(torch.utils.data.Sampler):
     """Shuffled training order that a resumed run can pick up mid-epoch.
 
@@ -262,7 +271,7 @@ class GlueDataModule(pl.LightningDataModule):
     def __init__(self, task: Task, tokenizer: PreTrainedTokenizerBase, glue_dir: str | None = None,
                  source: str = "tsv", max_seq_length: int = 128, batch_size: int = 32, eval_batch_size: int = 64,
                  max_train_samples: int | None = None, max_eval_samples: int | None = None, num_workers: int = 0,
-                 seed: int = 0, splits: dict[str, dict[str, datasets.Dataset]] | None = None):
+                 seed: int = 0, splits: dict[str, dict[str, datasets.Dataset]] | None = None, quiz_size: int = 0):
         super().__init__()
         # {"train": ..., "dev": ...} as load_training_splits returns them, when loaded (and checked) beforehand
         self.splits = splits
@@ -275,7 +284,9 @@ class GlueDataModule(pl.LightningDataModule):
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
         self.num_workers = num_workers
         self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        self.quiz_size = quiz_size  # metadistil: examples held out of training for the teacher's quiz
         self.train_ds: datasets.Dataset | None = None
+        self.quiz_ds: datasets.Dataset | None = None
         self.eval_ds: dict[str, datasets.Dataset] = {}
 
     @property
@@ -288,6 +299,8 @@ class GlueDataModule(pl.LightningDataModule):
         splits = self.splits or load_training_splits(self.task, self.glue_dir, self.source)
         self.train_ds = tokenize(subsample(splits["train"]["train"], self.max_train_samples), self.tokenizer,
                                  self.max_seq_length)
+        if self.quiz_size:
+            self.train_ds, self.quiz_ds = split_quiz(self.train_ds, self.quiz_size, self.seed)
         for name, ds in splits["dev"].items():
             self.eval_ds[name] = tokenize(subsample(ds, self.max_eval_samples), self.tokenizer, self.max_seq_length)
         self.splits = None  # the untokenised text is no longer needed
@@ -304,6 +317,14 @@ class GlueDataModule(pl.LightningDataModule):
         self._resume_skip = 0
         return DataLoader(self.train_ds.with_format("python"), batch_size=self.batch_size, sampler=sampler,
                           collate_fn=self.collate, num_workers=self.num_workers)
+
+    def quiz_batch(self, step: int, rank: int = 0) -> dict[str, torch.Tensor]:
+        """A batch of the quiz set for training step `step` on process `rank`: drawn without replacement by a
+        generator seeded with (seed, step, rank), so a resumed run draws what the killed one would have."""
+        g = torch.Generator().manual_seed(hash((self.seed, step, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+        n = min(self.batch_size, len(self.quiz_ds))
+        rows = self.quiz_ds.with_format("python")
+        return self.collate([rows[i] for i in torch.randperm(len(self.quiz_ds), generator=g)[:n].tolist()])
 
     def state_dict(self) -> dict:
         return {"train_batches_done": self.train_batches_done}

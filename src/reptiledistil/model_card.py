@@ -20,7 +20,9 @@ def model_card(summary: dict, n_student: int, n_teacher: int | None, speed: dict
     front.append("---")
     how = {"reptile": "ReptileDistil (Ma et al., COLING 2022): KD while the teacher learns to teach by Reptile updates",
            "kd": "vanilla knowledge distillation from a frozen teacher",
-           "finetune": "fine-tuning on the labels alone (no teacher)"}[method]
+           "finetune": "fine-tuning on the labels alone (no teacher)",
+           "metadistil": "MetaDistil (Zhou et al., ACL 2022): KD while the teacher learns to teach by "
+                         "meta-gradients through a pilot student update"}[method]
     body = [f"# {task.upper()} student distilled with {method}", "",
             f"Trained with ReptileDistil by {how}.", "",
             "| | |", "|---|---|",

@@ -13,11 +13,13 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 from .data import model_inputs
 from .layer_map import ParamPairs
 from .losses import kd_loss_terms, task_loss
+from .metadistil import pilot_update, quiz_loss, second_order_attention, teacher_meta_grads
 from .metrics import build_metrics, predictions, selection_score
 from .reptile import clip_grads_, fresh_adamw_step, interpolate_teacher_, relative_drift, set_teacher_pseudo_grads
 from .tasks import Task
 
-METHODS = ("reptile", "kd", "finetune")
+METHODS = ("reptile", "kd", "finetune", "metadistil")
+TEACHER_LEARNS = ("reptile", "metadistil")  # the methods that update the teacher while it teaches
 
 
 class NonFiniteLossError(RuntimeError):
@@ -145,7 +147,7 @@ class FinetuneModule(GlueModule):
 class DistilSettings:
     """The distillation hyper-parameters (their defaults live in conf/train.yaml and conf/method/)."""
 
-    method: str  # reptile | kd | finetune
+    method: str  # reptile | kd | finetune | metadistil
     alpha: float  # weight of the KD term
     temperature: float
     warmup_ratio: float
@@ -153,10 +155,13 @@ class DistilSettings:
     update: str  # reptile only: pseudo_grad | interpolate
     epsilon: float  # update=interpolate only
     share_forward: bool  # reptile only: one student forward for the fast and the real step
+    pilot_lr: float = 0.0  # metadistil only: the pilot student's SGD step size
+    teacher_task_weight: float = 0.0  # metadistil only: weight of the teacher's own task loss in its objective
 
 
 class DistilModule(GlueModule):
-    """Distils `teacher` into `student` with method reptile (the paper), kd (frozen teacher) or finetune (no teacher).
+    """Distils `teacher` into `student` with method reptile (the paper), kd (frozen teacher), finetune (no
+    teacher) or metadistil (Zhou et al. 2022, second order; see metadistil.py).
 
     One training step of method=reptile (batch x, y):
       (a) g1 = grad_s L(s(x), t(x), y); clipped; s' = one fresh-AdamW step from s (closed form, no copy of the model)
@@ -165,11 +170,16 @@ class DistilModule(GlueModule):
     Mixed precision: the forwards run under autocast, weights and everything in (a) and (b) stay fp32. Under
     fp16 (16-mixed) a batch whose g1 or g2 is not finite is skipped for both networks (the teacher's step is
     undone) and the loss scale backs off.
+
+    One training step of method=metadistil (batch x, y; quiz batch q from `quiz_batch(step, rank)`):
+      (a) pilot s' = s - pilot_lr * grad_s L(s(x), t(x), y), differentiable in the teacher
+      (b) teacher.grad = grad_t [CE(s'(q)) + w * CE(t(x), y)]; clipped; teacher AdamW step
+      (c) as above: the real student step against the updated teacher (a fresh student forward)
     """
 
     def __init__(self, teacher: PreTrainedModel | None, student: PreTrainedModel, task: Task, eval_names: list[str],
                  settings: DistilSettings, student_optimizer: Callable, teacher_optimizer: Callable | None = None,
-                 pairs: ParamPairs | None = None):
+                 pairs: ParamPairs | None = None, quiz_batch: Callable[[int, int], dict] | None = None):
         super().__init__(task, eval_names, settings.max_grad_norm)
         self.automatic_optimization = False
         self.teacher, self.student = teacher, student.train()
@@ -177,16 +187,20 @@ class DistilModule(GlueModule):
         self.method, self.alpha, self.temperature = s.method, s.alpha, s.temperature
         self.student_optimizer, self.teacher_optimizer = student_optimizer, teacher_optimizer
         self.pairs = pairs
+        self.quiz_batch = quiz_batch  # metadistil: (step, rank) -> a held-out batch
         self.outer_step = 0  # batches trained on; Lightning's global_step counts the student's optimizer steps
         self.skipped_steps = 0  # fp16 only: batches skipped because a gradient overflowed
-        self.fast_grad_norm = self.pseudo_grad_norm = None  # logged per step
-        # Reptile changes the teacher: its own dev score and its drift from the fine-tuned weights per layer
-        # are measured every epoch (the paper's idea, made visible).
-        self.teacher_metrics = nn.ModuleList([build_metrics(task) for _ in eval_names]) if s.method == "reptile" else None
+        self.fast_grad_norm = self.teacher_grad_norm = self.quiz_loss = None  # logged per step
+        # Reptile and MetaDistil change the teacher: its own dev score and its drift from the fine-tuned weights
+        # per layer are measured every epoch (the paper's idea, made visible).
+        learns = s.method in TEACHER_LEARNS
+        self.teacher_metrics = nn.ModuleList([build_metrics(task) for _ in eval_names]) if learns else None
+        # Reptile moves the mapped parameters only; MetaDistil every teacher parameter.
+        self._watched = (list(zip(pairs.teacher_names, pairs.teacher_params)) if s.method == "reptile"
+                         else list(teacher.named_parameters()) if learns else [])
         # The fine-tuned teacher, for its drift (on the CPU: no GPU memory); taken here, before a resume
         # restores the updated weights.
-        self._teacher_start = ({n: p.detach().cpu().clone() for n, p in zip(pairs.teacher_names, pairs.teacher_params)}
-                               if self.teacher_metrics is not None else {})
+        self._teacher_start = {n: p.detach().cpu().clone() for n, p in self._watched}
         if teacher is not None:
             # The teacher moves only through its optimizer (pseudo-gradients), never through backprop.
             teacher.requires_grad_(False)
@@ -197,7 +211,8 @@ class DistilModule(GlueModule):
 
     @property
     def teacher_learns(self) -> bool:
-        return self.method == "reptile" and self.settings.update == "pseudo_grad"
+        """Whether the teacher has an optimizer (Reptile's interpolate update moves it without one)."""
+        return self.method == "metadistil" or (self.method == "reptile" and self.settings.update == "pseudo_grad")
 
     def configure_optimizers(self):
         total = self.trainer.estimated_stepping_batches
@@ -226,7 +241,8 @@ class DistilModule(GlueModule):
         for g in opt.optimizer.param_groups:
             for p in g["params"]:
                 hp[p] = (g.get("initial_lr", g["lr"]), g["weight_decay"], g["betas"], g["eps"])
-        self._student_params = [p for p in self.student.parameters() if p in hp]
+        self._student_named = [(n, p) for n, p in self.student.named_parameters() if p in hp]
+        self._student_params = [p for _, p in self._student_named]
         self._fast_hp = [hp[p] for p in self._student_params]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -247,7 +263,7 @@ class DistilModule(GlueModule):
         if self.teacher_metrics is None:
             return
         teacher = {f"teacher_{k}": v for k, v in self.compute_eval(self.teacher_metrics).items()}
-        current = {n: p.detach().cpu() for n, p in zip(self.pairs.teacher_names, self.pairs.teacher_params)}
+        current = {n: p.detach().cpu() for n, p in self._watched}
         drift = {f"teacher_drift_{g}": v for g, v in relative_drift(self._teacher_start, current).items()}
         self.last_eval.update({**teacher, **drift})
         self.log_dict({f"teacher_val/{k[8:]}": v for k, v in teacher.items()})
@@ -291,6 +307,34 @@ class DistilModule(GlueModule):
         lr, _, betas, eps = self._fast_hp[0]
         return fresh_adamw_step(params, grads, lr, [h[1] for h in self._fast_hp], betas, eps)
 
+    def meta_teacher_step(self, inputs, labels, opt_t: torch.optim.Optimizer) -> None:
+        """MetaDistil (a) and (b): the teacher steps on grad_t [CE(s'(quiz)) + w * CE(t(x), y)], where s' is the
+        pilot student, one SGD step of the KD loss from s against the current teacher (metadistil.py)."""
+        s, regression = self.settings, self.task.is_regression
+        quiz = {k: v.to(self.device) for k, v in self.quiz_batch(self.outer_step, self.global_rank).items()}
+        teacher_params = list(self.teacher.parameters())
+        self.teacher.eval()  # no dropout in the teacher's logits, as for the KD loss
+        self.teacher.requires_grad_(True)  # only for this step: the student's backward never reaches the teacher
+        try:
+            with second_order_attention():
+                t_logits = self.teacher(**inputs).logits
+                pilot_kd = self.loss(self.student(**inputs).logits, t_logits, labels)
+                pilot = pilot_update(pilot_kd, self._student_named, s.pilot_lr)
+                quiz_term = quiz_loss(self.student, pilot, model_inputs(quiz), quiz["labels"], regression)
+                objective = quiz_term + s.teacher_task_weight * task_loss(t_logits, labels, regression)
+                grads = teacher_meta_grads(objective, teacher_params)
+        finally:
+            self.teacher.requires_grad_(False)
+        del pilot, pilot_kd, t_logits, objective
+        if self.trainer.world_size > 1:  # each process's meta-gradient on its own batches; the teacher takes the mean
+            mean_over_processes_(grads)
+        self.teacher_grad_norm = clip_grads_(grads, self.max_grad_norm)
+        self.quiz_loss = quiz_term.detach()
+        for p, g in zip(teacher_params, grads):
+            p.grad = g
+        opt_t.step()  # stepped directly, as Reptile's: fp16 (the only loss-scaled precision) is refused for this method
+        opt_t.zero_grad(set_to_none=True)
+
     def training_step(self, batch, batch_idx):
         inputs, labels = model_inputs(batch), batch["labels"]
         opts, scheds = self.optimizers(), self.lr_schedulers()
@@ -299,6 +343,9 @@ class DistilModule(GlueModule):
         opt_s = opts[0]
         scaler = self.grad_scaler
 
+        if self.method == "metadistil":
+            # (a) pilot student and (b) the teacher's second-order step; (c) below uses a fresh student forward
+            self.meta_teacher_step(inputs, labels, opts[1].optimizer)
         s_logits = self.student(**inputs).logits
         undo_teacher = None
         if self.method == "reptile":
@@ -316,7 +363,7 @@ class DistilModule(GlueModule):
                 # Stepped directly, not through Lightning: the pseudo-gradients are exact fp32 values that
                 # were never loss-scaled, so the fp16 scaler must not unscale them.
                 set_teacher_pseudo_grads(self.pairs, fast)
-                self.pseudo_grad_norm = clip_grads_([p.grad for p in self.pairs.teacher_params], self.max_grad_norm)
+                self.teacher_grad_norm = clip_grads_([p.grad for p in self.pairs.teacher_params], self.max_grad_norm)
                 opt_t.step()
                 opt_t.zero_grad(set_to_none=True)  # free the pseudo-gradients until the next step
             del fast
@@ -350,7 +397,10 @@ class DistilModule(GlueModule):
             rec["grad_norm/fast_step"] = self.fast_grad_norm
             if self.teacher_learns:
                 rec["lr/teacher"] = lrs[1]
-                rec["grad_norm/teacher_pseudo"] = self.pseudo_grad_norm
+                rec["grad_norm/teacher_pseudo"] = self.teacher_grad_norm
+        if self.method == "metadistil":
+            rec.update({"lr/teacher": lrs[1], "grad_norm/teacher_meta": self.teacher_grad_norm,
+                        "train/quiz_loss": self.quiz_loss})
         return {k: v for k, v in rec.items() if v is not None}
 
     def _skip_batch(self, scaler: torch.amp.GradScaler | None) -> None:

@@ -24,7 +24,7 @@ from .hardware import Hardware, default_share_forward, resolve_hardware
 from .layer_map import layer_mapping, parameter_pairs
 from .model_card import write_model_card
 from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer
-from .module import METHODS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
+from .module import METHODS, TEACHER_LEARNS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
 from .naming import basename, is_multirun
 from .resume import check_checkpoint, checkpoint_path, describe, resume_request
 from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
@@ -62,7 +62,11 @@ def _datamodule(cfg: DictConfig, task, tokenizer, splits: dict | None = None) ->
     d = cfg.data
     return GlueDataModule(task, tokenizer, d.glue_dir, d.source, cfg.max_seq_length, cfg.batch_size,
                           cfg.eval_batch_size, d.max_train_samples, d.max_eval_samples, d.num_workers, seed=cfg.seed,
-                          splits=splits)
+                          splits=splits, quiz_size=_quiz_size(cfg))
+
+
+def _quiz_size(cfg: DictConfig) -> int:
+    return int(cfg.method.quiz_size) if cfg.get("method") is not None and cfg.method.name == "metadistil" else 0
 
 
 def _logger(cfg: DictConfig):
@@ -250,6 +254,35 @@ def check_distil_config(cfg: DictConfig) -> None:
             raise ConfigError(f"method.update must be pseudo_grad or interpolate, got {update!r}.")
         if str(cfg.method.share_forward).lower() not in ("auto", "true", "false"):
             raise ConfigError(f"method.share_forward must be auto, true or false, got {cfg.method.share_forward!r}.")
+    if cfg.method.name == "metadistil":
+        check_metadistil_config(cfg)
+
+
+def check_metadistil_config(cfg: DictConfig) -> None:
+    m = cfg.method
+    for key, what in (("pilot_lr", "the pilot student's SGD step size; 0 leaves only the teacher's own task loss"),
+                      ("teacher_task_weight", "the weight of the teacher's own task loss; 0 is the reference code")):
+        if not isinstance(m[key], (int, float)) or isinstance(m[key], bool) or m[key] < 0:
+            raise ConfigError(f"method.{key}={m[key]} must be a number >= 0 ({what}).")
+    if not isinstance(m.quiz_size, int) or isinstance(m.quiz_size, bool) or m.quiz_size < 1:
+        raise ConfigError(f"method.quiz_size={m.quiz_size} must be a whole number >= 1: the training examples held "
+                          "out for the teacher's quiz (the default is 256).")
+    if str(cfg.trainer.get("precision", "auto")) in ("16", "16-mixed"):
+        raise ConfigError("method=metadistil does not run under fp16 (trainer.precision=16-mixed): loss scaling "
+                          "through its second-order step is not supported. Use trainer.precision=bf16-mixed or 32-true.")
+
+
+def check_quiz_fits(cfg: DictConfig, splits: dict) -> None:
+    """The quiz set must leave training data: checked on the loaded split, before any model is loaded."""
+    size = _quiz_size(cfg)
+    if not size:
+        return
+    n = len(splits["train"]["train"])
+    limit = cfg.data.get("max_train_samples")
+    n = min(n, limit) if limit and limit > 0 else n
+    if size >= n:
+        raise ConfigError(f"method.quiz_size={size} leaves no training data: there are {n} training examples. Pass "
+                          f"a smaller method.quiz_size (e.g. {max(1, n // 10)}).")
 
 
 def _save_teacher(cfg: DictConfig) -> bool:
@@ -263,16 +296,18 @@ def _save_teacher(cfg: DictConfig) -> bool:
 def distil_settings(cfg: DictConfig, hw: Hardware) -> DistilSettings:
     m = cfg.method
     reptile = m.name == "reptile"  # update, epsilon and share_forward exist in conf/method/reptile.yaml only
+    meta = m.name == "metadistil"  # pilot_lr and teacher_task_weight: conf/method/metadistil.yaml only
     share = str(m.share_forward).lower() if reptile else "false"
     return DistilSettings(
         method=m.name, alpha=float(cfg.alpha), temperature=float(cfg.temperature), warmup_ratio=float(cfg.warmup_ratio),
         max_grad_norm=float(cfg.max_grad_norm), update=str(m["update"]) if reptile else "none",
         epsilon=float(m.epsilon) if reptile else 0.0,
-        share_forward=default_share_forward(hw.accelerator) if share == "auto" else share == "true")
+        share_forward=default_share_forward(hw.accelerator) if share == "auto" else share == "true",
+        pilot_lr=float(m.pilot_lr) if meta else 0.0, teacher_task_weight=float(m.teacher_task_weight) if meta else 0.0)
 
 
 def distil(cfg: DictConfig) -> dict:
-    """Distil a fine-tuned teacher into a student with method reptile, kd or finetune."""
+    """Distil a fine-tuned teacher into a student with method reptile, kd, finetune or metadistil."""
     check_training_values(cfg)
     check_distil_config(cfg)
     _save_teacher(cfg)  # checks the value before anything slow
@@ -280,6 +315,7 @@ def distil(cfg: DictConfig) -> dict:
     hw = _hardware(cfg)
     check_writable(cfg.output_dir, "output_dir", beside=True)
     splits = _training_data(cfg, task)
+    check_quiz_fits(cfg, splits)
     method = cfg.method.name
     teacher = None
     if method != "finetune":
@@ -299,12 +335,12 @@ def distil(cfg: DictConfig) -> dict:
         dm = _datamodule(cfg, task, tokenizer, splits)
         module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits], distil_settings(cfg, hw),
                               hydra.utils.instantiate(cfg.student_optimizer),
-                              hydra.utils.instantiate(cfg.teacher_optimizer), pairs)
+                              hydra.utils.instantiate(cfg.teacher_optimizer), pairs, quiz_batch=dm.quiz_batch)
         identity = {"script": "train", "task": task.name, "method": method, "strategy": cfg.strategy.name,
                     "teacher_layers": teacher.config.num_hidden_layers if teacher is not None else None,
                     "student_layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size}
         best = _fit(cfg, hw, module, dm, stage, "student", tokenizer, identity, resume_from)
-        if method == "reptile" and _is_rank_zero() and _save_teacher(cfg):  # the teacher changed: keep it too
+        if method in TEACHER_LEARNS and _is_rank_zero() and _save_teacher(cfg):  # the teacher changed: keep it too
             teacher.save_pretrained(stage / "teacher")
             tokenizer.save_pretrained(stage / "teacher")
     summary = _summary(cfg, task, best, {"method": method, "strategy": cfg.strategy.name,
