@@ -6,8 +6,10 @@ import json
 import statistics
 from pathlib import Path
 
-COLUMNS = ("teacher", "finetune", "kd", "reptile")
-TITLES = {"teacher": "teacher", "finetune": "student alone", "kd": "vanilla KD", "reptile": "ReptileDistil"}
+COLUMNS = ("teacher", "finetune", "kd", "reptile", "metadistil")  # metadistil: shown once a run of it exists
+TITLES = {"teacher": "teacher", "finetune": "student alone", "kd": "vanilla KD", "reptile": "ReptileDistil",
+          "metadistil": "MetaDistil"}
+LEARNERS = ("reptile", "metadistil")  # the methods whose teacher changes while it teaches
 # What GLUE reports per task (x100); the mean of the selection metrics decides the chart and the differences.
 SHOWN = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("f1", "accuracy"), "stsb": ("pearson", "spearman"),
          "qqp": ("f1", "accuracy"), "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",),
@@ -40,8 +42,13 @@ def _fmt(xs: list[float]) -> str:
     return f"{m:.1f}" if sd is None else f"{m:.1f} ± {sd:.1f}"
 
 
+def shown_columns(runs: dict) -> tuple[str, ...]:
+    return tuple(m for m in COLUMNS if m != "metadistil" or any(m in by for by in runs.values()))
+
+
 def summarise(runs: dict) -> list[dict]:
-    """One row per task: per method the shown metrics and selection scores over seeds, Reptile - KD, drift, time."""
+    """One row per task: per method the shown metrics and selection scores over seeds, the differences to KD,
+    the teachers' drift, time."""
     rows = []
     for task in sorted(runs, key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
         by = runs[task]
@@ -53,34 +60,38 @@ def summarise(runs: dict) -> list[dict]:
             row[m]["wall_s"] = [r["wall_s"] for r in by.get(m, [])]
             row[m]["cpu_s"] = [r["cpu_s"] for r in by.get(m, []) if "cpu_s" in r]
         kd = {r["seed"]: 100 * r["best"]["selection"] for r in by.get("kd", [])}
-        row["reptile_minus_kd"] = [100 * r["best"]["selection"] - kd[r["seed"]] for r in by.get("reptile", [])
-                                   if r["seed"] in kd]  # paired by seed: same data order, same student init
-        row["teacher_drift"] = [100 * (r["teacher_after"]["selection"] - r["teacher_before"]["selection"])
-                                for r in by.get("reptile", []) if "teacher_after" in r]
+        for m in LEARNERS:
+            row[f"{m}_minus_kd"] = [100 * r["best"]["selection"] - kd[r["seed"]] for r in by.get(m, [])
+                                    if r["seed"] in kd]  # paired by seed: same data order, same student init
+            row[f"{m}_teacher_drift"] = [100 * (r["teacher_after"]["selection"] - r["teacher_before"]["selection"])
+                                         for r in by.get(m, []) if "teacher_after" in r]
         rows.append(row)
     return rows
 
 
-def markdown(rows: list[dict], preset: str) -> str:
-    head = "| task (metric) | " + " | ".join(TITLES[m] for m in COLUMNS) + " | ReptileDistil - KD | seeds |"
+def markdown(rows: list[dict], preset: str, columns: tuple[str, ...]) -> str:
+    learners = [m for m in LEARNERS if m in columns]
+    head = ("| task (metric) | " + " | ".join(TITLES[m] for m in columns) + " | " +
+            " | ".join(f"{TITLES[m]} - KD" for m in learners) + " | seeds |")
     lines = [f"# Results grid: preset `{preset}`", "",
              "GLUE dev, best epoch, x100, mean ± standard deviation over seeds (teacher: one run). "
-             "ReptileDistil - KD is paired by seed (mean of the selection metrics). "
+             "The differences to KD are paired by seed (mean of the selection metrics). "
              "Regenerate: `python bench/reproduce.py` (skips runs that exist; `--report` only rebuilds this page).", "",
-             head, "|" + "---|" * (len(COLUMNS) + 3)]
+             head, "|" + "---|" * (len(columns) + len(learners) + 2)]
     for r in rows:
         cells = []
-        for m in COLUMNS:
+        for m in columns:
             cells.append(" / ".join(_fmt(r[m][met]) for met in r["metrics"]))
-        diff = _fmt(r["reptile_minus_kd"]) if r["reptile_minus_kd"] else "-"
+        diffs = " | ".join(_fmt(r[f"{m}_minus_kd"]) for m in learners)
         lines.append(f"| {r['task'].upper()} ({'/'.join(r['metrics'])}) | " + " | ".join(cells) +
-                     f" | {diff} | {r['n']['reptile']} |")
-    lines += ["", "What the teacher itself scores on dev after ReptileDistil has updated it (selection metric, "
+                     f" | {diffs} | {r['n']['reptile']} |")
+    lines += ["", "What the teacher itself scores on dev after it has been updated while teaching (selection metric, "
               "x100, change from the fine-tuned teacher), and the time per run, mean, start-up and dev evaluation "
               "included: wall seconds / CPU seconds (user + system, all cores; unlike wall time it does not grow when "
               "the machine is shared or the grid is paused):", "",
-              "| task | teacher drift | " + " | ".join(f"{TITLES[m]} wall / CPU s" for m in COLUMNS) + " |",
-              "|" + "---|" * (len(COLUMNS) + 2)]
+              "| task | " + " | ".join(f"teacher drift ({TITLES[m]})" for m in learners) + " | " +
+              " | ".join(f"{TITLES[m]} wall / CPU s" for m in columns) + " |",
+              "|" + "---|" * (len(columns) + len(learners) + 1)]
 
     def time_cell(x: dict) -> str:
         if not x["wall_s"]:
@@ -89,25 +100,26 @@ def markdown(rows: list[dict], preset: str) -> str:
         return f"{statistics.mean(x['wall_s']):.0f} / {cpu}"
 
     for r in rows:
-        times = " | ".join(time_cell(r[m]) for m in COLUMNS)
-        lines.append(f"| {r['task'].upper()} | {_fmt(r['teacher_drift'])} | {times} |")
+        times = " | ".join(time_cell(r[m]) for m in columns)
+        drifts = " | ".join(_fmt(r[f"{m}_teacher_drift"]) for m in learners)
+        lines.append(f"| {r['task'].upper()} | {drifts} | {times} |")
     return "\n".join(lines) + "\n"
 
 
-def chart(rows: list[dict], path: Path, preset: str) -> None:
+def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(rows), 3.6))
-    width = 0.8 / len(COLUMNS)
-    for i, m in enumerate(COLUMNS):
+    width = 0.8 / len(columns)
+    for i, m in enumerate(columns):
         stats = [_mean_sd(r[m]["selection"]) if r[m]["selection"] else (0.0, None) for r in rows]
-        xs = [k + (i - (len(COLUMNS) - 1) / 2) * width for k in range(len(rows))]
+        xs = [k + (i - (len(columns) - 1) / 2) * width for k in range(len(rows))]
         ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] or 0.0 for s in stats], capsize=3, label=TITLES[m])
     ax.set_xticks(range(len(rows)), [f"{r['task'].upper()}\n({'/'.join(r['metrics'])})" for r in rows])
-    lo = min((min(r[m]["selection"]) for r in rows for m in COLUMNS if r[m]["selection"]), default=0)
+    lo = min((min(r[m]["selection"]) for r in rows for m in columns if r[m]["selection"]), default=0)
     ax.set_ylim(max(0, lo - 10), 100)
     ax.set_ylabel("dev score x100 (mean of GLUE metrics)")
     ax.set_title(f"Preset {preset}: mean ± sd over seeds")
@@ -120,14 +132,15 @@ def chart(rows: list[dict], path: Path, preset: str) -> None:
 
 
 def write_report(results: Path, preset: str) -> str:
-    rows = summarise(load_runs(results))
+    runs = load_runs(results)
+    rows, columns = summarise(runs), shown_columns(runs)
     if not rows:
         return f"no results under {results} yet"
     md = results / "README.md"
     try:
-        chart(rows, results / "methods.png", preset)
+        chart(rows, results / "methods.png", preset, columns)
     except ImportError:  # e.g. a bare GPU machine: the table still gets written
-        md.write_text(markdown(rows, preset))
+        md.write_text(markdown(rows, preset, columns))
         return md.read_text() + f"\nwrote {md} (no chart: pip install matplotlib)"
-    md.write_text(markdown(rows, preset) + "\n![methods per task](methods.png)\n")
+    md.write_text(markdown(rows, preset, columns) + "\n![methods per task](methods.png)\n")
     return md.read_text() + f"\nwrote {md} and {results / 'methods.png'}"

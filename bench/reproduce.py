@@ -31,7 +31,7 @@ from common import machine_info  # noqa: E402
 from reptiledistil.metrics import selection_score  # noqa: E402
 from reptiledistil.tasks import get_task  # noqa: E402
 
-METHODS = ("finetune", "kd", "reptile")
+METHODS = ("finetune", "kd", "reptile", "metadistil")
 # Small dev sets (RTE 277, MRPC 408 examples) need several seeds to say anything; the others get one.
 QUIET = "trainer.enable_progress_bar=false"  # the logs hold the console output; bars would fill them
 DEFAULT_SEEDS = {"rte": [1, 2, 3], "mrpc": [1, 2, 3], "stsb": [1], "cola": [1], "sst2": [1]}
@@ -114,7 +114,7 @@ class Grid:
                "cpu_s": cpu}
         teacher_before = json.loads((self.results / task / "teacher.json").read_text())["best"]
         doc["teacher_before"] = teacher_before
-        if method == "reptile":  # what the teacher itself scores after it has been taught to teach
+        if method in ("reptile", "metadistil"):  # what the teacher itself scores after it has been taught to teach
             run_script("predict.py", [f"task={task}", "split=dev", f"model_dir={out / 'teacher'}",
                                       f"output_dir={out / 'teacher_eval'}", "overwrite=true",
                                       f"hydra.run.dir={out / 'teacher_eval' / 'logs'}"],

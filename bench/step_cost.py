@@ -8,6 +8,8 @@ Times the same batches through
               (method.share_forward=false; the `auto` default on GPU)
   ours-shared the same with one student forward shared by the fast and the real step (share_forward=true;
               the `auto` default on CPU)
+  metadistil  MetaDistil's step (method=metadistil): pilot update with create_graph, the teacher's
+              second-order gradient through it on a quiz batch, then the real student step
 Seconds per step are medians over interleaved rounds after warm-up; peak memory is measured in a fresh
 process per method (CPU: peak RSS while stepping; GPU: peak allocated CUDA memory). Precision: --precision,
 default what train.py's `auto` picks (bf16-mixed on a bf16-capable GPU or CPU, else 32-true). Usage:
@@ -33,8 +35,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_clock, machine_info, other_cpu_share, write_results  # noqa: E402
 
@@ -45,7 +49,7 @@ from reptiledistil.module import DistilModule, DistilSettings, param_groups  # n
 from reptiledistil.tasks import get_task  # noqa: E402
 
 warnings.filterwarnings("ignore")
-METHODS = ("kd", "reference", "ours", "ours-shared")
+METHODS = ("kd", "reference", "ours", "ours-shared", "metadistil")
 TASK = get_task("rte")
 GPU = torch.cuda.is_available()
 
@@ -81,19 +85,25 @@ class StepTimer(pl.Callback):
         self.times.append(time.perf_counter() - self.t0)
 
 
-def make_module(method: str) -> DistilModule:
+def make_module(method: str, seq: int = 128, batch: int = 32) -> DistilModule:
     teacher = load_for_finetuning(minilm_dir(), TASK)
     student = build_student("teacher_layers", minilm_dir(), TASK, 3, "skip")
     pairs = parameter_pairs(teacher, student, layer_mapping("skip", 6, 3))
     opt = lambda lr: functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.01, eps=1e-8, fused=True)  # as conf/train.yaml
     cls = ReferenceStyle if method == "reference" else DistilModule
-    settings = DistilSettings(method="kd" if method == "kd" else "reptile", alpha=0.5, temperature=5.0, warmup_ratio=0.1,
-                              max_grad_norm=1.0, update="pseudo_grad", epsilon=1.0, share_forward=method == "ours-shared")
-    return cls(teacher, student, TASK, ["dev"], settings, opt(5e-5), opt(5e-5), pairs)
+    name = method if method in ("kd", "metadistil") else "reptile"
+    meta = OmegaConf.load(ROOT / "conf" / "method" / "metadistil.yaml")  # MetaDistil's defaults, as train.py reads them
+    settings = DistilSettings(method=name, alpha=0.5, temperature=5.0, warmup_ratio=0.1, max_grad_norm=1.0,
+                              update="pseudo_grad", epsilon=1.0, share_forward=method == "ours-shared",
+                              pilot_lr=meta.pilot_lr, teacher_task_weight=meta.teacher_task_weight)
+    quiz = batches(1, batch, seq, seed=1)[0]  # MetaDistil's quiz batch: as large as a training batch
+    teacher_lr = meta.teacher_lr if name == "metadistil" else 5e-5
+    return cls(teacher, student, TASK, ["dev"], settings, opt(5e-5), opt(teacher_lr), pairs,
+               quiz_batch=lambda step, rank: quiz)
 
 
-def batches(n: int, batch: int, seq: int) -> list[dict]:
-    g = torch.Generator().manual_seed(0)
+def batches(n: int, batch: int, seq: int, seed: int = 0) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
     return [{"input_ids": torch.randint(1000, 29000, (batch, seq), generator=g),
              "attention_mask": torch.ones(batch, seq, dtype=torch.long),
              "token_type_ids": torch.zeros(batch, seq, dtype=torch.long),
@@ -127,7 +137,7 @@ def child(method: str, seq: int, batch: int, steps: int) -> None:
     once the models are built: what is reported is the peak while stepping.
     """
     torch.manual_seed(0)
-    module = make_module(method)
+    module = make_module(method, seq, batch)
     data = batches(steps, batch, seq)
     gc.collect()
     loaded = _rss_mib("VmRSS")
@@ -163,9 +173,10 @@ def main() -> None:
           f"machine={info['platform']}")
     start = cpu_clock()
     torch.manual_seed(0)
-    modules = {m: make_module(m) for m in METHODS}
     results = {}
     for seq in args.seq:
+        torch.manual_seed(0)
+        modules = {m: make_module(m, seq, args.batch) for m in METHODS}  # MetaDistil's quiz batch has this shape
         data = batches(args.steps, args.batch, seq)
         for m in METHODS:  # warm-up (allocator, first-call costs)
             run_steps(modules[m], data[:1])

@@ -162,13 +162,14 @@ def bf16_teacher(tmp_path_factory, tiny_bert):
     return tmp, glue
 
 
-@pytest.mark.parametrize("method", ["reptile", "kd", "finetune"])
+@pytest.mark.parametrize("method", ["reptile", "kd", "finetune", "metadistil"])
 def test_every_method_trains_under_bf16(bf16_teacher, tiny_bert, method):
     tmp, glue = bf16_teacher
     out = tmp / method
+    quiz = ["method.quiz_size=4"] if method == "metadistil" else []  # 24 synthetic training examples
     cfg = compose_cfg("train", quick(tmp, glue) + [
         "task=rte", f"teacher_dir={tmp / 'teacher'}", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
-        f"output_dir={out}", f"method={method}", "trainer.precision=bf16-mixed"])
+        f"output_dir={out}", f"method={method}", "trainer.precision=bf16-mixed", *quiz])
     assert cfg.student_optimizer.fused and cfg.teacher_optimizer.fused  # the configs' default, kept under bf16
     distil(cfg)
     metrics = json.loads((out / "metrics.json").read_text())

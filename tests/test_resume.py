@@ -78,21 +78,23 @@ def _history(d: Path, name: str) -> list:
     return json.loads((d / name).read_text())["history"]
 
 
-@pytest.mark.parametrize("script", ["train", "finetune_teacher"])
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(env, tiny_bert, tmp_path, script):
+# MetaDistil also draws a quiz batch per step: the resumed run must draw the ones the killed run would have.
+@pytest.mark.parametrize("script, extra", [("train", []), ("train", ["method=metadistil", "method.quiz_size=4"]),
+                                           ("finetune_teacher", [])], ids=["reptile", "metadistil", "teacher"])
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(env, tiny_bert, tmp_path, script, extra):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    res = _run(script, _overrides(env, tiny_bert, script, ref))
+    res = _run(script, _overrides(env, tiny_bert, script, ref, *extra))
     assert res.returncode == 0, res.stderr[-3000:]
     # Killed before step 9 (epoch 2, batch 3); the last checkpoint is from step 8 (epoch 2, batch 2).
-    res = _run(script, _overrides(env, tiny_bert, script, cut), kill=f"{int(signal.SIGKILL)}:9")
+    res = _run(script, _overrides(env, tiny_bert, script, cut, *extra), kill=f"{int(signal.SIGKILL)}:9")
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     assert checkpoint_path(cut).is_file() and not cut.exists()
-    res = _run(script, _overrides(env, tiny_bert, script, cut, "resume=true"))
+    res = _run(script, _overrides(env, tiny_bert, script, cut, *extra, "resume=true"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resuming from" in res.stdout
     if script == "train":
         _same_weights(ref / "student", cut / "student")
-        _same_weights(ref / "teacher", cut / "teacher")  # Reptile's updated teacher
+        _same_weights(ref / "teacher", cut / "teacher")  # the updated teacher (Reptile's, MetaDistil's)
         assert _history(ref, "metrics.json") == _history(cut, "metrics.json")
     else:
         _same_weights(ref, cut)

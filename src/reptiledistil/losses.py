@@ -6,11 +6,16 @@ import torch
 import torch.nn.functional as F
 
 
+def _fp32_or_wider(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits (autocast) are computed on in fp32; fp64 stays fp64 (gradient checks)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def task_loss(student_logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
     """Cross-entropy on class ids, or MSE on the score for regression (STS-B). Batch mean."""
     if regression:
-        return F.mse_loss(student_logits.squeeze(-1).float(), labels.float())
-    return F.cross_entropy(student_logits.float(), labels)
+        return F.mse_loss(_fp32_or_wider(student_logits.squeeze(-1)), labels.to(_fp32_or_wider(student_logits).dtype))
+    return F.cross_entropy(_fp32_or_wider(student_logits), labels)
 
 
 def soft_kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, regression: bool) -> torch.Tensor:
@@ -20,7 +25,7 @@ def soft_kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     the KL of a one-way softmax is identically zero, so the score itself is matched:
     T^2 * MSE(s/T, t/T) = MSE(s, t), which is why T drops out there.
     """
-    s, t = student_logits.float(), teacher_logits.float()
+    s, t = _fp32_or_wider(student_logits), _fp32_or_wider(teacher_logits)
     if regression:
         return F.mse_loss(s, t)
     log_p_s = F.log_softmax(s / temperature, dim=-1)

@@ -23,8 +23,9 @@ from .losses import task_loss
 
 
 def second_order_attention():
-    """Attention kernels that can be differentiated twice: the fused flash and memory-efficient kernels of
-    scaled_dot_product_attention have no double backward on GPU; the math kernel has."""
+    """Attention kernels that can be differentiated twice, for every forward the meta-gradient goes through: the
+    fused flash kernels of scaled_dot_product_attention (CPU and GPU) and the memory-efficient one (GPU) have no
+    double backward; the math kernel has."""
     return sdpa_kernel([SDPBackend.MATH])
 
 
