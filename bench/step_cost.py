@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_clock, machine_info, other_cpu_share, write_results  # noqa: E402
 
+from reptiledistil.cli import quiet_libraries  # noqa: E402
 from reptiledistil.hardware import resolve_hardware  # noqa: E402
 from reptiledistil.layer_map import layer_mapping, parameter_pairs  # noqa: E402
 from reptiledistil.models import build_student, load_for_finetuning, minilm_dir  # noqa: E402
@@ -162,6 +163,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", help="auto (as train.py), 32-true, bf16-mixed or 16-mixed")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    quiet_libraries()  # the table, not Lightning's banners and transformers' load reports, per timed run
     torch.set_num_threads(args.threads)
     global PRECISION
     PRECISION = resolve_hardware("auto", args.precision).precision
