@@ -1,4 +1,4 @@
-"""The results grid: teacher, fine-tuned student, vanilla KD and ReptileDistil per task, several seeds.
+"""The results grid: teacher, fine-tuned student, vanilla KD, ReptileDistil and MetaDistil per task, several seeds.
 
 Every run goes through the same entry scripts a user runs (finetune_teacher.py, train.py, predict.py) and
 ends as one JSON under results/<preset>/<task>/ (config, best and final dev metrics, the teacher's own dev
@@ -8,7 +8,8 @@ model/grid/. At the end (or with --report alone) the tables and the chart are re
 
   python bench/reproduce.py                                  # the offline grid (MiniLM preset), all tasks
   python bench/reproduce.py --tasks mrpc --seeds 1 2 3       # part of it
-  python bench/reproduce.py --jobs 9 -- trainer=gpu          # on a GPU: students in parallel; extra overrides
+  python bench/reproduce.py --jobs 12 -- trainer=gpu         # on a GPU: students in parallel; extra overrides
+  python bench/reproduce.py --methods finetune kd reptile     # without MetaDistil (the slowest student on a CPU)
   python bench/reproduce.py --report                         # only rebuild results/<preset>/README.md and the chart
 """
 
