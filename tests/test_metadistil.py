@@ -15,31 +15,18 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
-from transformers import BertForSequenceClassification
 
-from conftest import tiny_bert_config
 from reptiledistil.losses import kd_loss, task_loss
 from reptiledistil.metadistil import pilot_update, quiz_loss, second_order_attention, teacher_meta_grads
 from reptiledistil.module import DistilModule, DistilSettings, param_groups
-from reptiledistil.tasks import get_task
+from test_reptile import ALPHA, CLIP, LR_S, LR_T, TASK, T, WD, _batches, _max_diff, student_kd_step
+from test_reptile import _bert as _tiny_bert
 
 ROOT = Path(__file__).resolve().parents[1]
-LR_S, LR_T, WD, ALPHA, T, CLIP = 1e-3, 2e-3, 0.01, 0.5, 2.0, 1.0
-TASK = get_task("rte")
 
 
 def _bert(layers, seed, dtype=torch.float32):
-    torch.manual_seed(seed)
-    cfg = tiny_bert_config(layers, hidden=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2)
-    return BertForSequenceClassification(cfg).to(dtype)
-
-
-def _batches(n=2, bs=4, seq=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(1000, 2000, (bs, seq), generator=g),
-             "attention_mask": torch.ones(bs, seq, dtype=torch.long),
-             "token_type_ids": torch.zeros(bs, seq, dtype=torch.long),
-             "labels": torch.randint(0, 2, (bs,), generator=g)} for _ in range(n)]
+    return _tiny_bert(layers, seed, hidden=16, dtype=dtype)  # narrow: the fp64 finite differences stay quick
 
 
 def _split(batch):
@@ -131,19 +118,9 @@ def reference(teacher, student, batches, quizzes, pilot_lr=0.1, weight=0.5):
         torch.nn.utils.clip_grad_norm_(teacher.parameters(), CLIP)
         opt_t.step()
         opt_t.zero_grad()
-        x, y = _split(batch)
-        with torch.no_grad():
-            t_logits = teacher(**x).logits
-        opt_s.zero_grad()
-        kd_loss(student(**x).logits, t_logits, y, ALPHA, T, False).backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), CLIP)
-        opt_s.step()
+        student_kd_step(teacher, student, *_split(batch), opt_s)
         sch_t.step()
         sch_s.step()
-
-
-def _max_diff(a, b):
-    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
 
 
 def test_module_step_matches_the_algorithm_written_out():

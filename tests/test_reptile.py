@@ -22,10 +22,21 @@ LR_S, LR_T, WD, ALPHA, T, CLIP = 1e-3, 2e-3, 0.01, 0.5, 2.0, 1.0
 TASK = get_task("rte")
 
 
-def _bert(layers, seed):
+def _bert(layers, seed, hidden=32, dtype=torch.float32):
     torch.manual_seed(seed)
-    cfg = tiny_bert_config(layers, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2)
-    return BertForSequenceClassification(cfg)
+    cfg = tiny_bert_config(layers, hidden, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2)
+    return BertForSequenceClassification(cfg).to(dtype)
+
+
+def student_kd_step(teacher, student, x, y, opt_s):
+    """Step (c) of every teacher-updating method, written out: the student's clipped KD step against the
+    (updated) teacher."""
+    with torch.no_grad():
+        t_logits = teacher(**x).logits
+    opt_s.zero_grad()
+    kd_loss(student(**x).logits, t_logits, y, ALPHA, T, False).backward()
+    torch.nn.utils.clip_grad_norm_(student.parameters(), CLIP)
+    opt_s.step()
 
 
 def _batches(n=3, bs=4, seq=10, seed=0):
@@ -71,12 +82,7 @@ def reference(teacher, student, batches, mapping):
         opt_t.step()
         sch_t.step()
         # (c) real student step against the updated teacher
-        with torch.no_grad():
-            t_logits = teacher(**x).logits
-        opt_s.zero_grad()
-        kd_loss(student(**x).logits, t_logits, y, ALPHA, T, False).backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), CLIP)
-        opt_s.step()
+        student_kd_step(teacher, student, x, y, opt_s)
         sch_s.step()
 
 
