@@ -86,11 +86,13 @@ class Grid:
             return out
         overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out}", "overwrite=true", QUIET,
                      f"hydra.run.dir={self.models / task / 'logs' / 'teacher'}", *self.extra]
+        started = stamp()  # the code the run starts with (a commit made while it runs must not be credited)
         wall, cpu = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
         metrics = json.loads((out / "dev_metrics.json").read_text())
         write_json(result, {"task": task, "method": "teacher", "seed": metrics["config"]["seed"], "overrides": overrides,
                             "best": metrics["best"], "final": metrics["final"], "history": metrics["history"],
-                            "config": metrics["config"], "wall_s": wall, "cpu_s": cpu, **stamp()})
+                            "config": metrics["config"], "wall_s": wall, "cpu_s": cpu, **started,
+                            "finished": stamp()["date"]})
         return out
 
     def student(self, task: str, method: str, seed: int, teacher: Path) -> str:
@@ -108,6 +110,7 @@ class Grid:
         overrides = [f"task={task}", f"model={self.preset}", f"method={method}", "strategy=skip", f"seed={seed}",
                      f"teacher_dir={teacher}", f"output_dir={out}", "overwrite=true", QUIET,
                      f"hydra.run.dir={self.models / task / 'logs' / f'{method}-seed{seed}'}", *self.extra]
+        started = stamp()
         wall, cpu = run_script("train.py", overrides, self.models / task / f"{method}-seed{seed}.log")
         metrics = json.loads((out / "metrics.json").read_text())
         doc = {"task": task, "method": method, "seed": seed, "overrides": overrides, "best": metrics["best"],
@@ -122,7 +125,7 @@ class Grid:
                        self.models / task / f"{method}-seed{seed}-teacher-eval.log")
             after = json.loads((out / "teacher_eval" / f"{task}_dev_metrics.json").read_text())["dev"]
             doc["teacher_after"] = {**after, "selection": selection_score(get_task(task), after, "")}
-        write_json(result, {**doc, **stamp()})
+        write_json(result, {**doc, **started, "finished": stamp()["date"]})
         return f"wrote {result.relative_to(ROOT)} ({wall:.0f} s)"
 
 
