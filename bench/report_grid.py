@@ -6,6 +6,8 @@ import json
 import statistics
 from pathlib import Path
 
+from reptiledistil.errors import ConfigError
+
 COLUMNS = ("teacher", "finetune", "kd", "reptile", "metadistil")  # metadistil: shown once a run of it exists
 TITLES = {"teacher": "teacher", "finetune": "student alone", "kd": "vanilla KD", "reptile": "ReptileDistil",
           "metadistil": "MetaDistil"}
@@ -31,6 +33,22 @@ def _value(record: dict, task: str, metric: str) -> float:
     return 100 * record[key]
 
 
+def majority_class(task: str) -> dict[str, float] | None:
+    """The shown metrics and selection score (x100) of always predicting the majority dev label; None for
+    regression or when the GLUE data is not found (the report is then written without this floor)."""
+    from reptiledistil.metrics import selection_score
+    from reptiledistil.summary import majority_class_scores
+    from reptiledistil.tasks import get_task
+
+    try:
+        scores = majority_class_scores(get_task(task))
+    except ConfigError:
+        return None
+    if scores is None:
+        return None
+    return {**{k: 100 * v for k, v in scores.items()}, "selection": 100 * selection_score(get_task(task), scores)}
+
+
 def _mean_sd(xs: list[float]) -> tuple[float, float | None]:
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
 
@@ -52,7 +70,8 @@ def summarise(runs: dict) -> list[dict]:
     rows = []
     for task in sorted(runs, key=lambda t: ORDER.index(t) if t in ORDER else len(ORDER)):
         by = runs[task]
-        row = {"task": task, "metrics": SHOWN.get(task, ("accuracy",)), "n": {m: len(by.get(m, [])) for m in COLUMNS}}
+        row = {"task": task, "metrics": SHOWN.get(task, ("accuracy",)), "n": {m: len(by.get(m, [])) for m in COLUMNS},
+               "majority": majority_class(task)}
         for m in COLUMNS:
             recs = [r["best"] for r in by.get(m, [])]
             row[m] = {met: [_value(r, task, met) for r in recs] for met in row["metrics"]}
@@ -71,19 +90,21 @@ def summarise(runs: dict) -> list[dict]:
 
 def markdown(rows: list[dict], preset: str, columns: tuple[str, ...]) -> str:
     learners = [m for m in LEARNERS if m in columns]
-    head = ("| task (metric) | " + " | ".join(TITLES[m] for m in columns) + " | " +
+    head = ("| task (metric) | majority class | " + " | ".join(TITLES[m] for m in columns) + " | " +
             " | ".join(f"{TITLES[m]} - KD" for m in learners) + " | seeds |")
     lines = [f"# Results grid: preset `{preset}`", "",
-             "GLUE dev, best epoch, x100, mean ± standard deviation over seeds (teacher: one run). "
+             "GLUE dev, best epoch, x100, mean ± standard deviation over seeds (teacher: one run). Majority class: "
+             "always predicting the most frequent dev label, the floor a model must clear (none for regression). "
              "The differences to KD are paired by seed (mean of the selection metrics). "
              "Regenerate: `python bench/reproduce.py` (skips runs that exist; `--report` only rebuilds this page).", "",
-             head, "|" + "---|" * (len(columns) + len(learners) + 2)]
+             head, "|" + "---|" * (len(columns) + len(learners) + 3)]
     for r in rows:
         cells = []
         for m in columns:
             cells.append(" / ".join(_fmt(r[m][met]) for met in r["metrics"]))
         diffs = " | ".join(_fmt(r[f"{m}_minus_kd"]) for m in learners)
-        lines.append(f"| {r['task'].upper()} ({'/'.join(r['metrics'])}) | " + " | ".join(cells) +
+        floor = " / ".join(f"{r['majority'][met]:.1f}" for met in r["metrics"]) if r["majority"] else "-"
+        lines.append(f"| {r['task'].upper()} ({'/'.join(r['metrics'])}) | {floor} | " + " | ".join(cells) +
                      f" | {diffs} | {r['n']['reptile']} |")
     lines += ["", "What the teacher itself scores on dev after it has been updated while teaching (selection metric, "
               "x100, change from the fine-tuned teacher), and the time per run, mean, start-up and dev evaluation "
@@ -112,18 +133,23 @@ def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(rows), 3.6))
+    fig, ax = plt.subplots(figsize=(2.4 + 1.6 * len(rows), 4.2))
     width = 0.8 / len(columns)
     for i, m in enumerate(columns):
         stats = [_mean_sd(r[m]["selection"]) if r[m]["selection"] else (0.0, None) for r in rows]
         xs = [k + (i - (len(columns) - 1) / 2) * width for k in range(len(rows))]
-        ax.bar(xs, [s[0] for s in stats], width, yerr=[s[1] or 0.0 for s in stats], capsize=3, label=TITLES[m])
+        sds = [float("nan") if s[1] is None else s[1] for s in stats]  # one seed: no error bar, not a flat one
+        ax.bar(xs, [s[0] for s in stats], width, yerr=sds, capsize=3, label=TITLES[m])
+    for k, r in enumerate(rows):
+        if r["majority"]:
+            ax.hlines(r["majority"]["selection"], k - 0.45, k + 0.45, colors="black", linestyles="dashed",
+                      label="majority class" if k == min(j for j, q in enumerate(rows) if q["majority"]) else None)
     ax.set_xticks(range(len(rows)), [f"{r['task'].upper()}\n({'/'.join(r['metrics'])})" for r in rows])
     lo = min((min(r[m]["selection"]) for r in rows for m in columns if r[m]["selection"]), default=0)
     ax.set_ylim(max(0, lo - 10), 100)
     ax.set_ylabel("dev score x100 (mean of GLUE metrics)")
     ax.set_title(f"Preset {preset}: mean ± sd over seeds")
-    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))  # below: never over a bar
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
