@@ -157,16 +157,36 @@ def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -
     tmp.replace(path)
 
 
-def write_report(results: Path, preset: str) -> str:
+def still_to_run(runs: dict, grid: dict[str, list[int]], methods: tuple[str, ...]) -> str:
+    """What the full grid ({task: seeds} x methods, plus each task's teacher) still lacks, a line per task."""
+    lines = []
+    for task, seeds in grid.items():
+        done = runs.get(task, {})
+        todo = ["teacher"] if "teacher" not in done else []
+        for m in methods:
+            have = {r["seed"] for r in done.get(m, [])}
+            if lack := [s for s in seeds if s not in have]:
+                todo.append(f"{TITLES[m]} (seed{'s' if len(lack) > 1 else ''} {', '.join(map(str, lack))})")
+        if todo:
+            lines.append(f"- {task.upper()}: {', '.join(todo)}")
+    if not lines:
+        return "Every run of the grid is here.\n"
+    return "Still to run (`python bench/reproduce.py` resumes with them):\n\n" + "\n".join(lines) + "\n"
+
+
+def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None = None,
+                 methods: tuple[str, ...] = ()) -> str:
+    """results/README.md (the tables, and with `grid` what is still to run) and methods.png, from the JSON files."""
     runs = load_runs(results)
     rows, columns = summarise(runs), shown_columns(runs)
     if not rows:
         return f"no results under {results} yet"
     md = results / "README.md"
+    text = markdown(rows, preset, columns) + (f"\n{still_to_run(runs, grid, methods)}" if grid else "")
     try:
         chart(rows, results / "methods.png", preset, columns)
     except ImportError:  # e.g. a bare GPU machine: the table still gets written
-        md.write_text(markdown(rows, preset, columns))
+        md.write_text(text)
         return md.read_text() + f"\nwrote {md} (no chart: pip install matplotlib)"
-    md.write_text(markdown(rows, preset, columns) + "\n![methods per task](methods.png)\n")
+    md.write_text(text + "\n![methods per task](methods.png)\n")
     return md.read_text() + f"\nwrote {md} and {results / 'methods.png'}"
