@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -31,6 +32,16 @@ def load_runs(results: Path) -> dict[str, dict[str, list[dict]]]:
 def _value(record: dict, task: str, metric: str) -> float:
     key = next(k for k in (f"dev_{metric}", metric) if k in record)
     return 100 * record[key]
+
+
+def glue_name(task: str) -> str:
+    """As GLUE spells it: STS-B, CoLA, SST-2 (the task's data folder)."""
+    from reptiledistil.tasks import get_task
+
+    try:
+        return get_task(task).dir
+    except ConfigError:  # a task this version does not know: its key
+        return task.upper()
 
 
 def majority_class(task: str) -> dict[str, float] | None:
@@ -88,24 +99,29 @@ def summarise(runs: dict) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], preset: str, columns: tuple[str, ...]) -> str:
+def _seeds_cell(r: dict, columns: tuple[str, ...]) -> str:
+    """The seeds per student method: one number when they agree, else the exceptions named."""
+    counts = {m: r["n"][m] for m in columns if m != "teacher"}
+    most = max(counts.values())
+    others = [f"{TITLES[m]} {n}" for m, n in counts.items() if n != most]
+    return f"{most}" + (f" ({', '.join(others)})" if others else "")
+
+
+def tables(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """The scores table and the teacher-drift and time table, each with what its numbers mean."""
     learners = [m for m in LEARNERS if m in columns]
     head = ("| task (metric) | majority class | " + " | ".join(TITLES[m] for m in columns) + " | " +
             " | ".join(f"{TITLES[m]} - KD" for m in learners) + " | seeds |")
-    lines = [f"# Results grid: preset `{preset}`", "",
-             "GLUE dev, best epoch, x100, mean ± standard deviation over seeds (teacher: one run). Majority class: "
+    lines = ["GLUE dev, best epoch, x100, mean ± standard deviation over seeds (teacher: one run). Majority class: "
              "always predicting the most frequent dev label, the floor a model must clear (none for regression). "
-             "The differences to KD are paired by seed (mean of the selection metrics). "
-             "Regenerate: `python bench/reproduce.py` (skips runs that exist; `--report` only rebuilds this page).", "",
+             "The differences to KD are paired by seed (mean of the selection metrics).", "",
              head, "|" + "---|" * (len(columns) + len(learners) + 3)]
     for r in rows:
-        cells = []
-        for m in columns:
-            cells.append(" / ".join(_fmt(r[m][met]) for met in r["metrics"]))
+        cells = [" / ".join(_fmt(r[m][met]) for met in r["metrics"]) for m in columns]
         diffs = " | ".join(_fmt(r[f"{m}_minus_kd"]) for m in learners)
         floor = " / ".join(f"{r['majority'][met]:.1f}" for met in r["metrics"]) if r["majority"] else "-"
-        lines.append(f"| {r['task'].upper()} ({'/'.join(r['metrics'])}) | {floor} | " + " | ".join(cells) +
-                     f" | {diffs} | {r['n']['reptile']} |")
+        lines.append(f"| {glue_name(r['task'])} ({'/'.join(r['metrics'])}) | {floor} | " + " | ".join(cells) +
+                     f" | {diffs} | {_seeds_cell(r, columns)} |")
     lines += ["", "What the teacher itself scores on dev after it has been updated while teaching (selection metric, "
               "x100, change from the fine-tuned teacher), and the time per run, mean, start-up and dev evaluation "
               "included: wall seconds / CPU seconds (user + system, all cores; unlike wall time it does not grow when "
@@ -123,8 +139,13 @@ def markdown(rows: list[dict], preset: str, columns: tuple[str, ...]) -> str:
     for r in rows:
         times = " | ".join(time_cell(r[m]) for m in columns)
         drifts = " | ".join(_fmt(r[f"{m}_teacher_drift"]) for m in learners)
-        lines.append(f"| {r['task'].upper()} | {drifts} | {times} |")
+        lines.append(f"| {glue_name(r['task'])} | {drifts} | {times} |")
     return "\n".join(lines) + "\n"
+
+
+def markdown(rows: list[dict], preset: str, columns: tuple[str, ...]) -> str:
+    return (f"# Results grid: preset `{preset}`\n\nRegenerate: `python bench/reproduce.py` (skips runs that exist; "
+            f"`--report` only rebuilds this page).\n\n" + tables(rows, columns))
 
 
 def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -> None:
@@ -144,7 +165,7 @@ def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -
         if r["majority"]:
             ax.hlines(r["majority"]["selection"], k - 0.45, k + 0.45, colors="black", linestyles="dashed",
                       label="majority class" if k == min(j for j, q in enumerate(rows) if q["majority"]) else None)
-    ax.set_xticks(range(len(rows)), [f"{r['task'].upper()}\n({'/'.join(r['metrics'])})" for r in rows])
+    ax.set_xticks(range(len(rows)), [f"{glue_name(r['task'])}\n({'/'.join(r['metrics'])})" for r in rows])
     lo = min((min(r[m]["selection"]) for r in rows for m in columns if r[m]["selection"]), default=0)
     ax.set_ylim(max(0, lo - 10), 100)
     ax.set_ylabel("dev score x100 (mean of GLUE metrics)")
@@ -168,25 +189,45 @@ def still_to_run(runs: dict, grid: dict[str, list[int]], methods: tuple[str, ...
             if lack := [s for s in seeds if s not in have]:
                 todo.append(f"{TITLES[m]} (seed{'s' if len(lack) > 1 else ''} {', '.join(map(str, lack))})")
         if todo:
-            lines.append(f"- {task.upper()}: {', '.join(todo)}")
+            lines.append(f"- {glue_name(task)}: {', '.join(todo)}")
     if not lines:
         return "Every run of the grid is here.\n"
     return "Still to run (`python bench/reproduce.py` resumes with them):\n\n" + "\n".join(lines) + "\n"
 
 
+def fill_block(readme: Path, name: str, block: str) -> bool:
+    """Put `block` between the lines `<!-- grid <name>: start -->` and `<!-- grid <name>: end -->` of `readme`
+    (atomically); False, and nothing written, where the markers are absent."""
+    start, end = f"<!-- grid {name}: start -->", f"<!-- grid {name}: end -->"
+    text = readme.read_text() if readme.is_file() else ""
+    if start not in text or end not in text.split(start, 1)[1]:
+        return False
+    head, rest = text.split(start, 1)
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(f"{head}{start}\n{block}{end}{rest.split(end, 1)[1]}")
+    tmp.replace(readme)
+    return True
+
+
 def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None = None,
-                 methods: tuple[str, ...] = ()) -> str:
-    """results/README.md (the tables, and with `grid` what is still to run) and methods.png, from the JSON files."""
+                 methods: tuple[str, ...] = (), readme: Path | None = None) -> str:
+    """results/README.md (the tables, and with `grid` what is still to run) and methods.png, from the JSON files;
+    the same tables also go between the grid's markers in `readme` (the project's README) where it has them."""
     runs = load_runs(results)
     rows, columns = summarise(runs), shown_columns(runs)
     if not rows:
         return f"no results under {results} yet"
     md = results / "README.md"
-    text = markdown(rows, preset, columns) + (f"\n{still_to_run(runs, grid, methods)}" if grid else "")
+    todo = f"\n{still_to_run(runs, grid, methods)}" if grid else ""
     try:
         chart(rows, results / "methods.png", preset, columns)
-    except ImportError:  # e.g. a bare GPU machine: the table still gets written
-        md.write_text(text)
-        return md.read_text() + f"\nwrote {md} (no chart: pip install matplotlib)"
-    md.write_text(text + "\n![methods per task](methods.png)\n")
-    return md.read_text() + f"\nwrote {md} and {results / 'methods.png'}"
+        image = "\n![methods per task]({})\n"
+    except ImportError:  # e.g. a bare GPU machine: the tables still get written
+        image = ""
+    md.write_text(markdown(rows, preset, columns) + todo + image.format("methods.png"))
+    out = md.read_text() + f"\nwrote {md}" + (f" and {results / 'methods.png'}" if image else
+                                               " (no chart: pip install matplotlib)")
+    if readme and fill_block(readme, results.name, tables(rows, columns) + todo +
+                             image.format(os.path.relpath(results / "methods.png", readme.parent))):
+        out += f"\nupdated the tables in {readme}"
+    return out

@@ -153,7 +153,8 @@ def main() -> None:
                     print(f"   {msg}", flush=True)
     from report_grid import write_report
 
-    print(write_report(grid.results, grid.results.name, {t: DEFAULT_SEEDS[t] for t in DEFAULT_TASKS}, METHODS))
+    print(write_report(grid.results, grid.results.name, {t: DEFAULT_SEEDS[t] for t in DEFAULT_TASKS}, METHODS,
+                       readme=ROOT / "README.md"))  # its Results section holds the same tables, between markers
     if grid.failed:
         sys.exit(f"{grid.failed} run(s) failed; their logs are named above. Rerun to retry them.")
 

@@ -13,7 +13,7 @@ from reptiledistil.summary import majority_class_scores
 from reptiledistil.tasks import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from report_grid import load_runs, still_to_run, summarise, write_report  # noqa: E402
+from report_grid import fill_block, load_runs, still_to_run, summarise, write_report  # noqa: E402
 
 
 def run(task: str, method: str, seed: int | None, acc: float, teacher_after: float | None = None) -> dict:
@@ -57,7 +57,8 @@ def test_table_has_the_majority_floor_and_no_metadistil_column_without_its_runs(
     head, rte = [l for l in text.splitlines() if l.startswith("| ")][:2]
     assert "MetaDistil" not in head
     cells = [c.strip() for c in rte.strip("|").split("|")]
-    assert cells == ["RTE (accuracy)", f"{100 * 7 / 13:.1f}", "60.0", "-", "52.0 ± 2.8", "59.3 ± 9.3", "2.0 ± 1.4", "3"]
+    assert cells == ["RTE (accuracy)", f"{100 * 7 / 13:.1f}", "60.0", "-", "52.0 ± 2.8", "59.3 ± 9.3", "2.0 ± 1.4",
+                     "3 (student alone 0, vanilla KD 2)"]
     assert (results / "methods.png").stat().st_size > 0 and not list(results.glob("*.tmp.png"))
 
 
@@ -67,6 +68,20 @@ def test_report_lists_what_the_grid_still_lacks(results, tmp_path, monkeypatch):
     assert ("\n- RTE: student alone (seeds 1, 2, 3), vanilla KD (seed 3)\n"
             "- MRPC: teacher, student alone (seed 1), vanilla KD (seed 1), ReptileDistil (seed 1)\n") in text
     assert still_to_run(load_runs(results), {"rte": [1, 2]}, ("kd", "reptile")) == "Every run of the grid is here.\n"
+
+
+def test_project_readme_gets_the_same_tables_between_its_markers(results, tmp_path, monkeypatch):
+    monkeypatch.setenv("GLUE_DIR", str(tmp_path / "nowhere"))
+    readme = tmp_path / "README.md"
+    readme.write_text("# Project\nprose\n<!-- grid minilm: start -->\nold numbers\n<!-- grid minilm: end -->\nafter\n")
+    out = write_report(results, "minilm", {"rte": [1, 2, 3]}, ("kd", "reptile"), readme=readme)
+    text = readme.read_text()
+    assert f"updated the tables in {readme}" in out and "old numbers" not in text
+    assert text.startswith("# Project\nprose\n<!-- grid minilm: start -->\nGLUE dev, best epoch")
+    assert text.endswith("![methods per task](results/minilm/methods.png)\n<!-- grid minilm: end -->\nafter\n")
+    assert "| RTE (accuracy) | - | 60.0 |" in text and "- RTE: vanilla KD (seed 3)" in text
+    before = readme.read_text()
+    assert not fill_block(readme, "minilm-gpu", "x") and readme.read_text() == before  # no markers: untouched
 
 
 def test_majority_class_scores_on_synthetic_data(tmp_path):
