@@ -100,8 +100,11 @@ def summarise(runs: dict) -> list[dict]:
 
 
 def _seeds_cell(r: dict, columns: tuple[str, ...]) -> str:
-    """The seeds per student method: one number when they agree, else the exceptions named."""
-    counts = {m: r["n"][m] for m in columns if m != "teacher"}
+    """The seeds per student method: one number when they agree, else the exceptions named (a method with no run
+    shows "-" in its own column)."""
+    counts = {m: r["n"][m] for m in columns if m != "teacher" and r["n"][m]}
+    if not counts:  # only the teacher has run
+        return "-"
     most = max(counts.values())
     others = [f"{TITLES[m]} {n}" for m, n in counts.items() if n != most]
     return f"{most}" + (f" ({', '.join(others)})" if others else "")

@@ -58,8 +58,17 @@ def test_table_has_the_majority_floor_and_no_metadistil_column_without_its_runs(
     assert "MetaDistil" not in head
     cells = [c.strip() for c in rte.strip("|").split("|")]
     assert cells == ["RTE (accuracy)", f"{100 * 7 / 13:.1f}", "60.0", "-", "52.0 ± 2.8", "59.3 ± 9.3", "2.0 ± 1.4",
-                     "3 (student alone 0, vanilla KD 2)"]
+                     "3 (vanilla KD 2)"]
     assert (results / "methods.png").stat().st_size > 0 and not list(results.glob("*.tmp.png"))
+
+
+def test_a_task_with_only_its_teacher_is_reported(results, tmp_path, monkeypatch):
+    monkeypatch.setenv("GLUE_DIR", str(tmp_path / "nowhere"))
+    (results / "stsb").mkdir()
+    best = {"epoch": 4, "step": 720, "dev_pearson": 0.86, "dev_spearman": 0.84, "selection": 0.85}
+    (results / "stsb" / "teacher.json").write_text(json.dumps({**run("stsb", "teacher", None, 0.0), "best": best}))
+    stsb = [l for l in write_report(results, "minilm").splitlines() if l.startswith("| STS-B (pearson/spearman)")]
+    assert stsb == ["| STS-B (pearson/spearman) | - | 86.0 / 84.0 | - / - | - / - | - / - | - | - |"]
 
 
 def test_report_lists_what_the_grid_still_lacks(results, tmp_path, monkeypatch):
