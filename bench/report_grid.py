@@ -8,6 +8,9 @@ import statistics
 from pathlib import Path
 
 from reptiledistil.errors import ConfigError
+from reptiledistil.metrics import selection_score
+from reptiledistil.summary import majority_class_scores
+from reptiledistil.tasks import get_task
 
 COLUMNS = ("teacher", "finetune", "kd", "reptile", "metadistil")  # metadistil: shown once a run of it exists
 TITLES = {"teacher": "teacher", "finetune": "student alone", "kd": "vanilla KD", "reptile": "ReptileDistil",
@@ -36,8 +39,6 @@ def _value(record: dict, task: str, metric: str) -> float:
 
 def glue_name(task: str) -> str:
     """As GLUE spells it: STS-B, CoLA, SST-2 (the task's data folder)."""
-    from reptiledistil.tasks import get_task
-
     try:
         return get_task(task).dir
     except ConfigError:  # a task this version does not know: its key
@@ -47,17 +48,14 @@ def glue_name(task: str) -> str:
 def majority_class(task: str) -> dict[str, float] | None:
     """The shown metrics and selection score (x100) of always predicting the majority dev label; None for
     regression or when the GLUE data is not found (the report is then written without this floor)."""
-    from reptiledistil.metrics import selection_score
-    from reptiledistil.summary import majority_class_scores
-    from reptiledistil.tasks import get_task
-
     try:
-        scores = majority_class_scores(get_task(task))
+        spec = get_task(task)
+        scores = majority_class_scores(spec)
     except ConfigError:
         return None
     if scores is None:
         return None
-    return {**{k: 100 * v for k, v in scores.items()}, "selection": 100 * selection_score(get_task(task), scores)}
+    return {**{k: 100 * v for k, v in scores.items()}, "selection": 100 * selection_score(spec, scores)}
 
 
 def _mean_sd(xs: list[float]) -> tuple[float, float | None]:
@@ -164,10 +162,11 @@ def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -
         xs = [k + (i - (len(columns) - 1) / 2) * width for k in range(len(rows))]
         sds = [float("nan") if s[1] is None else s[1] for s in stats]  # one seed: no error bar, not a flat one
         ax.bar(xs, [s[0] for s in stats], width, yerr=sds, capsize=3, label=TITLES[m])
+    label = "majority class"  # in the legend once
     for k, r in enumerate(rows):
         if r["majority"]:
-            ax.hlines(r["majority"]["selection"], k - 0.45, k + 0.45, colors="black", linestyles="dashed",
-                      label="majority class" if k == min(j for j, q in enumerate(rows) if q["majority"]) else None)
+            ax.hlines(r["majority"]["selection"], k - 0.45, k + 0.45, colors="black", linestyles="dashed", label=label)
+            label = None
     ax.set_xticks(range(len(rows)), [f"{glue_name(r['task'])}\n({'/'.join(r['metrics'])})" for r in rows])
     lo = min((min(r[m]["selection"]) for r in rows for m in columns if r[m]["selection"]), default=0)
     ax.set_ylim(max(0, lo - 10), 100)

@@ -60,8 +60,8 @@ def majority_class_scores(task, glue_dir: str | None = None) -> dict[str, float]
     return compute_metrics(task, torch.full_like(labels, int(labels.mode().values)), labels)
 
 
-def _score(metrics: dict, task) -> str:
-    return ", ".join(f"{k} {100 * metrics[f'dev_{k}']:.1f}" for k in task.metrics if f"dev_{k}" in metrics)
+def _score(metrics: dict, task, prefix: str = "dev_") -> str:
+    return ", ".join(f"{k} {100 * metrics[prefix + k]:.1f}" for k in task.metrics if prefix + k in metrics)
 
 
 def summary_table(task_name: str, teacher: Path, run: Path, predictions: Path) -> str:
@@ -80,7 +80,7 @@ def summary_table(task_name: str, teacher: Path, run: Path, predictions: Path) -
         f"{speed['speedup']:>9.2f}x",
     ]
     if majority:
-        lines.append(f"(majority class on dev: {_score({f'dev_{k}': v for k, v in majority.items()}, task)})")
+        lines.append(f"(majority class on dev: {_score(majority, task, prefix='')})")
     lines += [f"speed: fp32 forward, batch {speed['batch']} x {speed['seq']} tokens, {speed['threads']} threads, "
               "median of 5 interleaved rounds",
               "outputs:",
