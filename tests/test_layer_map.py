@@ -59,6 +59,17 @@ def test_pairs_follow_structure_and_shapes():
     assert not any(".layer.0." in n or ".layer.2." in n for n in skip.teacher_names)  # unmapped layers
 
 
+def test_pairs_without_head_drop_only_the_classifier():
+    t, s = _bert(4), _bert(2, seed=1)
+    pairs = parameter_pairs(t, s, layer_mapping("skip", 4, 2))
+    body = pairs.without_head(t.base_model_prefix)
+    assert set(pairs.teacher_names) - set(body.teacher_names) == {"classifier.weight", "classifier.bias"}
+    assert "bert.pooler.dense.weight" in body.teacher_names  # pretrained on both sides: not the task head
+    for name, tp, si in zip(body.teacher_names, body.teacher_params, body.student_index):
+        j = pairs.teacher_names.index(name)  # each kept pair still points at the same two parameters
+        assert tp is pairs.teacher_params[j] and si == pairs.student_index[j]
+
+
 def test_pairs_refuse_mismatches():
     with pytest.raises(ConfigError, match="width"):
         parameter_pairs(_bert(4, 32), _bert(2, 64), layer_mapping("skip", 4, 2))

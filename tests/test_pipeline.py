@@ -80,3 +80,16 @@ def test_existing_output_refused(setup, tiny_bert):
     with pytest.raises(ConfigError, match="already holds results"):
         finetune(cfg)
     assert (teacher / "model.safetensors").read_bytes() == before
+
+
+def test_reptile_without_head_keeps_the_teachers_classifier(setup, tiny_bert):
+    tmp, glue, teacher, _ = setup
+    out = tmp / "student_reptile_no_head"
+    distil(compose_cfg("train", distil_overrides(tmp, glue, teacher, tiny_bert, out, "method=reptile",
+                                                 "method.update_head=false")))
+    before = AutoModelForSequenceClassification.from_pretrained(teacher).state_dict()
+    after = AutoModelForSequenceClassification.from_pretrained(out / "teacher").state_dict()
+    assert after["classifier.weight"].equal(before["classifier.weight"])
+    assert after["classifier.bias"].equal(before["classifier.bias"])
+    assert not after["bert.encoder.layer.1.attention.self.query.weight"].equal(
+        before["bert.encoder.layer.1.attention.self.query.weight"])  # the mapped encoder still learns to teach

@@ -71,6 +71,13 @@ class ParamPairs:
     def __len__(self) -> int:
         return len(self.teacher_params)
 
+    def without_head(self, base_model_prefix: str) -> ParamPairs:
+        """These pairs minus the task head: every teacher parameter outside the pretrained base model
+        (`bert.`, `roberta.`, ...), i.e. the classifier and any pooler the head adds."""
+        keep = [j for j, name in enumerate(self.teacher_names) if name.startswith(base_model_prefix + ".")]
+        return ParamPairs([self.teacher_names[j] for j in keep], [self.teacher_params[j] for j in keep],
+                          self.student_names, self.student_params, [self.student_index[j] for j in keep])
+
 
 def _check_shape(tname: str, t: torch.Tensor, sname: str, s: torch.Tensor) -> None:
     if t.shape != s.shape:

@@ -254,6 +254,8 @@ def check_distil_config(cfg: DictConfig) -> None:
             raise ConfigError(f"method.update must be pseudo_grad or interpolate, got {update!r}.")
         if str(cfg.method.share_forward).lower() not in ("auto", "true", "false"):
             raise ConfigError(f"method.share_forward must be auto, true or false, got {cfg.method.share_forward!r}.")
+        if not isinstance(cfg.method.update_head, bool):
+            raise ConfigError(f"method.update_head must be true or false, got {cfg.method.update_head!r}.")
     if cfg.method.name == "metadistil":
         check_metadistil_config(cfg)
 
@@ -331,6 +333,8 @@ def distil(cfg: DictConfig) -> dict:
         if teacher is not None:
             mapping = layer_mapping(cfg.strategy.name, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
             pairs = parameter_pairs(teacher, student, mapping)  # checks widths, vocab and label count
+            if method == "reptile" and not cfg.method.update_head:
+                pairs = pairs.without_head(teacher.base_model_prefix)  # the teacher keeps its own classifier
             log.info("layer mapping (%s): %s", cfg.strategy.name, mapping)
         dm = _datamodule(cfg, task, tokenizer, splits)
         module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits], distil_settings(cfg, hw),
