@@ -54,21 +54,22 @@ def main() -> None:
 
     pretrained = AutoModel.from_pretrained(args.pretrained or minilm_dir()).state_dict()
     figures: dict[str, dict] = {}
-    print(f"{'task / run':<28}{'distance from pretrained, per encoder layer (L2)':<52}"
+    print(f"{'task / run':<40}{'distance from pretrained, per encoder layer (L2)':<52}"
           f"{'share of fine-tuned distance':>30}")
     for d in args.task_dirs:
+        label = f"{d.parent.name}/{d.name}"  # preset (and tag) / task: probes of one task stay apart
         tuned = layer_distances(d / "teacher", pretrained)
-        figures[d.name] = {"teacher": tuned}
-        print(f"{d.name + ' / fine-tuned':<28}{'  '.join(f'{x:5.2f}' for x in tuned):<52}")
+        figures[label] = {"teacher": tuned}
+        print(f"{label + ' / fine-tuned':<40}{'  '.join(f'{x:5.2f}' for x in tuned):<52}")
         for run in sorted(p.parent.parent for p in d.glob("*-seed*/teacher/config.json")):
             taught = layer_distances(run / "teacher", pretrained)
             # only the layers the run changed: an unmapped layer keeps all of its fine-tuning
             moved = [i for i, (a, b) in enumerate(zip(tuned, taught)) if abs(a - b) > 1e-6]
             share = [taught[i] / tuned[i] for i in moved]
-            figures[d.name][run.name] = {"distances": taught, "changed_layers": moved,
+            figures[label][run.name] = {"distances": taught, "changed_layers": moved,
                                          "share_of_finetuned_distance": share}
             span = f"{100 * min(share):.0f}-{100 * max(share):.0f}% (layers {moved})" if share else "unchanged"
-            print(f"{d.name + ' / ' + run.name:<28}{'  '.join(f'{x:5.2f}' for x in taught):<52}{span:>30}")
+            print(f"{label + ' / ' + run.name:<40}{'  '.join(f'{x:5.2f}' for x in taught):<52}{span:>30}")
     print(f"wrote {write_results('teacher_pullback', {'runs': figures})}")
 
 
