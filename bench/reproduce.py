@@ -11,6 +11,8 @@ model/grid/. At the end (or with --report alone) the tables and the chart are re
   python bench/reproduce.py --jobs 12 -- trainer=gpu         # on a GPU: students in parallel; extra overrides
   python bench/reproduce.py --methods finetune kd reptile     # without MetaDistil (the slowest student on a CPU)
   python bench/reproduce.py --report                         # only rebuild results/<preset>/README.md and the chart
+  python bench/reproduce.py --tasks cola --seeds 1 --results-tag slr2e-4 --reuse-teachers -- student_lr=2e-4
+                                                             # a probe: the grid's teachers, other student settings
 """
 
 from __future__ import annotations
@@ -73,9 +75,9 @@ def stamp() -> dict:
 
 
 class Grid:
-    def __init__(self, preset: str, extra: list[str], tag: str | None = None):
+    def __init__(self, preset: str, extra: list[str], tag: str | None = None, teachers_from: Grid | None = None):
         name = f"{preset}-{tag}" if tag else preset  # e.g. minilm-gpu: bf16 on a GPU is another experiment
-        self.preset, self.extra = preset, extra
+        self.preset, self.extra, self.teachers_from = preset, extra, teachers_from
         self.results = ROOT / "results" / name
         self.models = ROOT / "model" / "grid" / name
         self.failed = 0
@@ -83,13 +85,23 @@ class Grid:
     def teacher(self, task: str) -> Path:
         """Fine-tune (once per task) and record the teacher; returns its directory."""
         out, result = self.models / task / "teacher", self.results / task / "teacher.json"
-        if result.exists():
+        if self.teachers_from is not None:  # a probe of student settings: the untagged grid's teacher (made if missing)
+            out = self.teachers_from.teacher(task)
+            if not result.exists():  # its record too, so this grid's tables show the teacher
+                write_json(result, json.loads((self.teachers_from.results / task / "teacher.json").read_text()))
             return out
+        if result.exists() and (out / "config.json").is_file():
+            return out
+        if result.exists():  # e.g. a fresh clone: the JSON is committed, the model (model/grid/) is not
+            print(f"   {result.relative_to(ROOT)} exists but its model {out} does not: fine-tuning it again "
+                  "(same seed and settings); the recorded JSON is kept", flush=True)
         overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out}", "overwrite=true", QUIET,
                      f"hydra.run.dir={self.models / task / 'logs' / 'teacher'}", *self.extra]
         started = stamp()  # the code the run starts with (a commit made while it runs must not be credited)
         wall, cpu = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
         metrics = json.loads((out / "dev_metrics.json").read_text())
+        if result.exists():
+            return out
         write_json(result, {"task": task, "method": "teacher", "seed": metrics["config"]["seed"], "overrides": overrides,
                             "best": metrics["best"], "final": metrics["final"], "history": metrics["history"],
                             "config": metrics["config"], "wall_s": wall, "cpu_s": cpu, **started,
@@ -138,11 +150,17 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--jobs", type=int, default=1, help="student runs at once (a GPU fits several)")
     ap.add_argument("--results-tag", help="results/<preset>-<tag>/ (e.g. gpu) instead of results/<preset>/")
+    ap.add_argument("--reuse-teachers", action="store_true",
+                    help="with --results-tag: the students learn from results/<preset>'s teachers (fine-tuned there "
+                         "if missing), for probes whose overrides only the students take (student_lr=, method.*)")
     ap.add_argument("--report", action="store_true", help="only rebuild the tables and the chart")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
     args = ap.parse_args()
 
-    grid = Grid(args.preset, args.overrides, args.results_tag)
+    if args.reuse_teachers and not args.results_tag:
+        sys.exit("--reuse-teachers takes the untagged grid's teachers for a tagged one: add --results-tag <name>.")
+    teachers = Grid(args.preset, [], None) if args.reuse_teachers else None
+    grid = Grid(args.preset, args.overrides, args.results_tag, teachers_from=teachers)
     if not args.report:
         for task in args.tasks:
             print(f"== {task}: teacher", flush=True)
