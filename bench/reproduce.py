@@ -90,18 +90,19 @@ class Grid:
             if not result.exists():  # its record too, so this grid's tables show the teacher
                 write_json(result, json.loads((self.teachers_from.results / task / "teacher.json").read_text()))
             return out
-        if result.exists() and (out / "config.json").is_file():
+        recorded = result.exists()
+        if recorded and (out / "config.json").is_file():
             return out
-        if result.exists():  # e.g. a fresh clone: the JSON is committed, the model (model/grid/) is not
+        if recorded:  # e.g. a fresh clone: the JSON is committed, the model (model/grid/) is not
             print(f"   {result.relative_to(ROOT)} exists but its model {out} does not: fine-tuning it again "
                   "(same seed and settings); the recorded JSON is kept", flush=True)
         overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out}", "overwrite=true", QUIET,
                      f"hydra.run.dir={self.models / task / 'logs' / 'teacher'}", *self.extra]
         started = stamp()  # the code the run starts with (a commit made while it runs must not be credited)
         wall, cpu = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
-        metrics = json.loads((out / "dev_metrics.json").read_text())
-        if result.exists():
+        if recorded:
             return out
+        metrics = json.loads((out / "dev_metrics.json").read_text())
         write_json(result, {"task": task, "method": "teacher", "seed": metrics["config"]["seed"], "overrides": overrides,
                             "best": metrics["best"], "final": metrics["final"], "history": metrics["history"],
                             "config": metrics["config"], "wall_s": wall, "cpu_s": cpu, **started,
