@@ -37,6 +37,9 @@ from reptiledistil.tasks import get_task  # noqa: E402
 METHODS = ("finetune", "kd", "reptile", "metadistil")
 # Small dev sets (RTE 277, MRPC 408 examples) need several seeds to say anything; the others get one.
 QUIET = "trainer.enable_progress_bar=false"  # the logs hold the console output; bars would fill them
+# fp32 everywhere: precision=auto picks bf16 on CPUs with bf16 units, so an unpinned grid's numbers would depend on
+# the machine it ran on (the first grid ran on an AVX2-only CPU, hence in fp32). A GPU grid overrides this (-- ...).
+FP32_TRAIN, FP32_PREDICT = "trainer.precision=32-true", "precision=fp32"
 DEFAULT_SEEDS = {"rte": [1, 2, 3], "mrpc": [1, 2, 3], "stsb": [1], "cola": [1], "sst2": [1]}
 DEFAULT_TASKS = ("rte", "mrpc", "stsb", "cola")  # the full grid; the report lists what it still lacks
 
@@ -80,6 +83,9 @@ class Grid:
         self.preset, self.extra, self.teachers_from = preset, extra, teachers_from
         self.results = ROOT / "results" / name
         self.models = ROOT / "model" / "grid" / name
+        # Paths handed to the scripts (and so recorded in the JSONs) are relative to the repository, where the
+        # scripts run: no record holds the absolute path of the machine that made it.
+        self.rel_models = self.models.relative_to(ROOT)
         self.failed = 0
 
     def teacher(self, task: str) -> Path:
@@ -96,8 +102,8 @@ class Grid:
         if recorded:  # e.g. a fresh clone: the JSON is committed, the model (model/grid/) is not
             print(f"   {result.relative_to(ROOT)} exists but its model {out} does not: fine-tuning it again "
                   "(same seed and settings); the recorded JSON is kept", flush=True)
-        overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out}", "overwrite=true", QUIET,
-                     f"hydra.run.dir={self.models / task / 'logs' / 'teacher'}", *self.extra]
+        overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out.relative_to(ROOT)}", "overwrite=true",
+                     QUIET, FP32_TRAIN, f"hydra.run.dir={self.rel_models / task / 'logs' / 'teacher'}", *self.extra]
         started = stamp()  # the code the run starts with (a commit made while it runs must not be credited)
         wall, cpu = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
         if recorded:
@@ -122,8 +128,9 @@ class Grid:
             return f"{result.relative_to(ROOT)} exists, skipped"
         out = self.models / task / f"{method}-seed{seed}"
         overrides = [f"task={task}", f"model={self.preset}", f"method={method}", "strategy=skip", f"seed={seed}",
-                     f"teacher_dir={teacher}", f"output_dir={out}", "overwrite=true", QUIET,
-                     f"hydra.run.dir={self.models / task / 'logs' / f'{method}-seed{seed}'}", *self.extra]
+                     f"teacher_dir={teacher.relative_to(ROOT)}", f"output_dir={out.relative_to(ROOT)}", "overwrite=true",
+                     QUIET, FP32_TRAIN, f"hydra.run.dir={self.rel_models / task / 'logs' / f'{method}-seed{seed}'}",
+                     *self.extra]
         started = stamp()
         wall, cpu = run_script("train.py", overrides, self.models / task / f"{method}-seed{seed}.log")
         metrics = json.loads((out / "metrics.json").read_text())
@@ -133,9 +140,10 @@ class Grid:
         teacher_before = json.loads((self.results / task / "teacher.json").read_text())["best"]
         doc["teacher_before"] = teacher_before
         if method in ("reptile", "metadistil"):  # what the teacher itself scores after it has been taught to teach
-            run_script("predict.py", [f"task={task}", "split=dev", f"model_dir={out / 'teacher'}",
-                                      f"output_dir={out / 'teacher_eval'}", "overwrite=true",
-                                      f"hydra.run.dir={out / 'teacher_eval' / 'logs'}"],
+            rel = out.relative_to(ROOT)
+            run_script("predict.py", [f"task={task}", "split=dev", f"model_dir={rel / 'teacher'}",
+                                      f"output_dir={rel / 'teacher_eval'}", "overwrite=true",
+                                      FP32_PREDICT, f"hydra.run.dir={rel / 'teacher_eval' / 'logs'}"],
                        self.models / task / f"{method}-seed{seed}-teacher-eval.log")
             after = json.loads((out / "teacher_eval" / f"{task}_dev_metrics.json").read_text())["dev"]
             doc["teacher_after"] = {**after, "selection": selection_score(get_task(task), after, "")}
