@@ -22,16 +22,20 @@ _state = {"task_started": False, "full_error_set_here": False}
 
 
 def report_errors(fn):
-    """The scripts' task function: a ConfigError becomes `error: ...` and exit code 2. The libraries are quietened
-    when the task starts (after Hydra has composed the config)."""
+    """The scripts' task function: a ConfigError becomes `error: ...` and exit code 2. The composed config is checked
+    (config.check_config), then the libraries are quietened, when the task starts (after Hydra has composed it)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         _state["task_started"] = True
         if _state["full_error_set_here"]:  # from here on, Hydra reports a crash its usual way (exit code 1)
             os.environ.pop("HYDRA_FULL_ERROR", None)
             _state["full_error_set_here"] = False
-        quiet_libraries()
         try:
+            if args:  # ranges, allowed words and keys this script does not use: before any library loads
+                from .config import check_config
+
+                check_config(args[0])
+            quiet_libraries()
             return fn(*args, **kwargs)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
@@ -71,9 +75,13 @@ def _minilm_dir() -> str:
 
 def register_resolvers() -> None:
     """`${minilm_dir:}` (conf/model/minilm.yaml), `${num:x}` and `${run_suffix:}` (run names, naming.py),
-    `${sweep_group:}` and `${basename:}` (logger names). Called by the entry scripts (and tests) before Hydra
-    composes a config."""
+    `${sweep_group:}` and `${basename:}` (logger names), and the scripts' schemas (config.py, `<script>_schema`).
+    Called by the entry scripts (and tests) before Hydra composes a config."""
     from omegaconf import OmegaConf
+
+    from .config import register_schemas
+
+    register_schemas()
 
     from .naming import basename, format_number, run_suffix, sweep_group
 
@@ -131,6 +139,9 @@ def hydra_error_message(e: Exception) -> str | None:
                 "hydra.run.dir=<a writable dir> (hydra.sweep.dir=<a writable dir> with -m).")
     if not isinstance(e, (HydraException, OmegaConfBaseException)):
         return None
+    typed = _typed_config_message(e, script)
+    if typed is not None:
+        return typed
     key = re.match(r"Could not override '([^']+)'", str(e))
     if key and isinstance(e.__cause__, (ConfigAttributeError, ConfigKeyError)):
         return (f"Could not override {key.group(1)!r}: the config has no such key. Check its spelling; "
@@ -140,6 +151,24 @@ def hydra_error_message(e: Exception) -> str | None:
     if group:
         return f"{text}. Pick one of them: {group.group(1)}=<option>."
     return f"{text}. Check the override (python {script} --help lists the config groups, --cfg job every key)."
+
+
+def _typed_config_message(e: Exception, script: str) -> str | None:
+    """A value the schema (config.py) refuses while Hydra composes: a wrong type (alpha=abc, batch_size=8.0), or a
+    key predict.py does not have (+trainer=gpu)."""
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    from .config import NOT_IN_PREDICT, type_error_message
+
+    cause = e if isinstance(e, (ValidationError, ConfigKeyError)) else e.__cause__
+    override = re.match(r"Error merging override (\S+?)=(.*)$", str(e).splitlines()[0]) if cause is not e else None
+    if isinstance(cause, ValidationError) and not str(cause).startswith("Merge error"):
+        return type_error_message(cause, override.group(2) if override else None,
+                                  override.group(1).lstrip("+~") if override else None)
+    missing = re.search(r"Key '([^']+)' not in 'PredictConfig'", str(e))
+    if missing and missing.group(1) in NOT_IN_PREDICT:
+        return f"{missing.group(1)}: {NOT_IN_PREDICT[missing.group(1)]}."
+    return None
 
 
 def _one_paragraph(text: str) -> str:

@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .callbacks import BestOnDev, ResumableCheckpoint
-from .checks import check_predict_values, check_training_values, check_writable
+from .checks import check_writable
+from .config import check_config
 from .data import GlueDataModule, check_max_seq_length, load_training_splits
 from .errors import ConfigError
 from .hardware import Hardware, default_share_forward, resolve_hardware
@@ -220,7 +221,7 @@ def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str
 
 def finetune(cfg: DictConfig) -> dict:
     """Fine-tune a teacher on one GLUE task; save the best-on-dev model and its dev metrics."""
-    check_training_values(cfg)
+    check_config(cfg)  # types, ranges, keys this script does not use (config.py)
     task = task_for(cfg)
     hw = _hardware(cfg)
     check_writable(cfg.output_dir, "output_dir", beside=True)
@@ -244,10 +245,6 @@ def finetune(cfg: DictConfig) -> dict:
 def check_distil_config(cfg: DictConfig) -> None:
     if cfg.method.name not in METHODS:
         raise ConfigError(f"Unknown method {cfg.method.name!r}; choose one of {', '.join(METHODS)} (method=<name>).")
-    if not 0.0 <= float(cfg.alpha) <= 1.0:
-        raise ConfigError(f"alpha={cfg.alpha} is outside [0, 1]: it weighs the KD term against the task loss.")
-    if float(cfg.temperature) <= 0:
-        raise ConfigError(f"temperature={cfg.temperature} must be > 0 (the paper uses 5).")
     if cfg.method.name == "reptile":
         update = cfg.method["update"]  # not .update: that is DictConfig's dict method
         if update not in ("pseudo_grad", "interpolate"):
@@ -288,10 +285,9 @@ def check_quiz_fits(cfg: DictConfig, splits: dict) -> None:
 
 
 def _save_teacher(cfg: DictConfig) -> bool:
-    """save_teacher: auto saves the updated teacher for a single run; a sweep's jobs skip it (90-440 MB each)."""
+    """save_teacher: auto saves the updated teacher for a single run; a sweep's jobs skip it (90-440 MB each).
+    The value was checked by check_config (auto, true or false)."""
     value = str(cfg.get("save_teacher", "auto")).lower()
-    if value not in ("auto", "true", "false"):
-        raise ConfigError(f"save_teacher must be auto, true or false, got {cfg.save_teacher!r}.")
     return not is_multirun() if value == "auto" else value == "true"
 
 
@@ -310,9 +306,8 @@ def distil_settings(cfg: DictConfig, hw: Hardware) -> DistilSettings:
 
 def distil(cfg: DictConfig) -> dict:
     """Distil a fine-tuned teacher into a student with method reptile, kd, finetune or metadistil."""
-    check_training_values(cfg)
+    check_config(cfg)  # types, ranges, save_teacher's words (config.py)
     check_distil_config(cfg)
-    _save_teacher(cfg)  # checks the value before anything slow
     task = task_for(cfg)
     hw = _hardware(cfg)
     check_writable(cfg.output_dir, "output_dir", beside=True)
@@ -420,10 +415,8 @@ def predict(cfg: DictConfig) -> dict:
     from .models import check_finetuned_config
     from .submission import format_predictions, predict_logits, sample_batch, write_submission, zip_submissions
 
-    check_predict_values(cfg)
+    check_config(cfg)  # types, ranges, split/engine/precision/quantize words (config.py)
     task = task_for(cfg, cfg.model_dir)
-    if cfg.split not in ("dev", "test"):
-        raise ConfigError(f"split must be dev or test, got {cfg.split!r}.")
     export = _export_request(cfg)
     choice = resolve_engine("onnx" if export else cfg.engine, cfg.precision, cfg.quantize, cfg.model_dir)
     hint = ("AX is predicted with an MNLI model: pass model_dir=<an MNLI model directory>." if task.name == "ax"

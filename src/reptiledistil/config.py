@@ -1,0 +1,377 @@
+"""The typed config of the three scripts: one dataclass schema per script and per config group.
+
+Where things live:
+  * default values: the YAML files in conf/ (with their comments), as before; the schema fields are MISSING;
+  * type: the dataclass annotation. OmegaConf converts and refuses while Hydra composes (overwrite=no is false,
+    alpha=abc or batch_size=8.0 is refused), and cli.hydra_error_message turns the refusal into `error: ...`;
+  * range, allowed words and help: the field's metadata (`setting(...)` below), checked by check_config() once
+    the config is composed: by the scripts before any library is imported (cli.report_errors) and by the run
+    functions (run.finetune/distil/predict) for callers that compose a config themselves.
+Keys a script does not use are refused with the reason (SCOPE, and the missing fields of PredictConfig).
+
+Open on purpose (typed `Any`): `method` (typed by its own classes, reptiledistil.methods), `trainer` and
+`logger` (their keys are Lightning's and the logger's, checked when instantiated; trainer.accelerator and
+trainer.precision are checked by hardware.py first), `resume` (false | true | <checkpoint file>: resume.py),
+`data.text_columns` (a list or one name: custom_data.py).
+
+Light on purpose: dataclasses and omegaconf only, no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException, ValidationError
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False
+
+    def __contains__(self, x) -> bool:
+        return ((self.low is None or (x > self.low if self.low_open else x >= self.low))
+                and (self.high is None or (x < self.high if self.high_open else x <= self.high)))
+
+    def text(self, integer: bool) -> str:
+        if self.high is None:
+            if integer and not self.low_open:
+                return f"at least {_show(self.low)}"
+            return f"{'>' if self.low_open else '>='} {_show(self.low)}"
+        return (f"in {'(' if self.low_open else '['}{_show(self.low)}, {_show(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+
+def setting(help: str, *, low=None, high=None, low_open=False, high_open=False, choices=None, default=MISSING):
+    """A schema field: its help, and its range (numbers) or allowed words (strings); the default is the YAML's."""
+    meta = {"help": help}
+    if low is not None or high is not None:
+        meta["range"] = Range(low, high, low_open, high_open)
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    return field(default=default, metadata=meta)
+
+
+def group(cls):
+    return field(default_factory=cls)
+
+
+POSITIVE = {"low": 0, "low_open": True}
+COUNT = {"low": 1}  # a whole number of things: zero or fewer is refused
+
+
+# --- config groups ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskConfig:
+    name: str = setting("the task: a GLUE task (conf/task/) or custom")
+
+
+@dataclass
+class StrategyConfig:
+    name: str = setting("which teacher layers the student's layers come from and pair with",
+                        choices=("first", "last", "skip", "both"))
+
+
+@dataclass
+class StudentConfig:
+    init: str = setting("pretrained: load model.student.source as is; teacher_layers: take model.student.num_layers "
+                        "of its layers", choices=("pretrained", "teacher_layers"))
+    source: str = setting("a model directory or hub id")
+    num_layers: Optional[int] = setting("the student's layers (init=teacher_layers); null: as many as "
+                                        "model.student.source has", **COUNT)
+
+
+@dataclass
+class FinetuneSettings:
+    lr: float = setting("the teacher's learning rate in this preset", **POSITIVE)
+    epochs: int = setting("the teacher's epochs in this preset", **COUNT)
+
+
+@dataclass
+class DistilSettings:
+    epochs: int = setting("the student's epochs in this preset", **COUNT)
+
+
+@dataclass
+class ModelConfig:
+    name: str = setting("the preset (conf/model/)")
+    teacher_init: str = setting("the pretrained teacher: a model directory or hub id")
+    student: StudentConfig = group(StudentConfig)
+    finetune: FinetuneSettings = group(FinetuneSettings)
+    distil: DistilSettings = group(DistilSettings)
+
+
+@dataclass
+class DataSource:
+    source: str = setting("tsv: glue_data/<TASK>/*.tsv; hub: the Hugging Face hub's nyu-mll/glue",
+                          choices=("tsv", "hub"))
+    glue_dir: Optional[str] = setting("the folder of the GLUE TSVs; null: $GLUE_DIR, ./glue_data or "
+                                      "../shared/glue_data")
+
+
+@dataclass
+class GlueData(DataSource):
+    max_train_samples: Optional[int] = setting("training examples used (quick runs); null: all of them", **COUNT)
+    max_eval_samples: Optional[int] = setting("dev examples used (quick runs); null: all of them", **COUNT)
+    num_workers: int = setting("DataLoader worker processes; 0 loads batches in the main process", low=0)
+
+
+@dataclass
+class CustomDataKeys:
+    """task=custom's keys (defaults and help: conf/task/custom.yaml; checked by custom_data.py). null, and refused
+    if set, with any other task (check_config)."""
+    train_file: Optional[str] = None
+    validation_file: Optional[str] = None
+    test_file: Optional[str] = None
+    text_columns: Any = None  # [a] or [a,b], or one column name
+    label_column: Optional[str] = None
+    id_column: Optional[str] = None
+    task_type: Optional[str] = None
+
+
+@dataclass
+class TrainData(CustomDataKeys, GlueData):  # fields in this order: GlueData's, then task=custom's
+    pass
+
+
+@dataclass
+class PredictData(CustomDataKeys, DataSource):
+    pass
+
+
+@dataclass
+class OptimizerConfig:
+    _target_: str = setting("the optimizer class")
+    _partial_: bool = setting("built by the module with its parameters")
+    lr: Optional[float] = setting("the learning rate (set by the top-level lr, student_lr or teacher_lr)")
+    weight_decay: float = setting("decoupled weight decay", low=0)
+    eps: float = setting("AdamW's epsilon", **POSITIVE)
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    fused: bool = setting("one kernel per step")
+
+
+# --- what the scripts share ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    """The keys of both training scripts (finetune_teacher.py, train.py)."""
+    task: TaskConfig = group(TaskConfig)
+    model: ModelConfig = group(ModelConfig)
+    trainer: Any = MISSING  # Lightning's Trainer arguments: its own keys (+trainer.<key>=... adds one)
+    logger: Any = None  # the logger's own keys (~logger: none)
+    data: TrainData = group(TrainData)
+    seed: int = setting("the random seed", low=0, high=2**32 - 1)
+    epochs: int = setting("each epoch ends with the dev evaluation that selects the model", **COUNT)
+    batch_size: int = setting("training examples per step; the default is 32", **COUNT)
+    eval_batch_size: int = setting("dev examples per batch; the default is 64", **COUNT)
+    max_seq_length: int = setting("tokens per example; the default is 128 (at most the model's position limit)",
+                                  low=8)
+    max_grad_norm: float = setting("the gradient-clipping norm; 0 turns clipping off, the default is 1.0", low=0)
+    weight_decay: float = setting("AdamW's decoupled weight decay; the default is 0.01", low=0)
+    warmup_ratio: float = setting("the share of training steps spent warming the learning rate up; "
+                                  "the default is 0.1", low=0, high=1, high_open=True)
+    output_dir: str = setting("where the model and its metrics go")
+    overwrite: bool = setting("replace an existing output directory")
+    resume: Any = False  # false | true | <checkpoint file>: resume.resume_request
+    checkpoint_every_n_steps: Optional[int] = setting("training steps between checkpoints, or null for one at the "
+                                                      "end of every epoch only", **COUNT)
+    log_dir: str = setting("the run's log folder")
+
+
+@dataclass
+class FinetuneConfig(RunConfig):
+    """finetune_teacher.py (conf/finetune_teacher.yaml)."""
+    lr: float = setting("the teacher's learning rate; pass e.g. lr=1e-4", **POSITIVE)
+    optimizer: OptimizerConfig = group(OptimizerConfig)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """train.py (conf/train.yaml)."""
+    strategy: StrategyConfig = group(StrategyConfig)
+    method: Any = MISSING  # typed by the method's own class (conf/method/, reptiledistil.methods)
+    alpha: float = setting("the weight of the KD term against the task loss", low=0, high=1)
+    temperature: float = setting("the softmax temperature of the KD term; the paper uses 5", **POSITIVE)
+    teacher_lr: Optional[float] = setting("the teacher's learning rate (null where the teacher does not learn); "
+                                          "pass e.g. teacher_lr=5e-5", **POSITIVE)
+    student_lr: float = setting("the student's learning rate; pass e.g. student_lr=5e-5", **POSITIVE)
+    teacher_dir: str = setting("the fine-tuned teacher (finetune_teacher.py's output_dir)")
+    save_teacher: str = setting("also save the updated teacher: auto (yes for a single run, no in a multirun), "
+                                "true or false", choices=("auto", "true", "false"))
+    student_optimizer: OptimizerConfig = group(OptimizerConfig)
+    teacher_optimizer: OptimizerConfig = group(OptimizerConfig)
+
+
+@dataclass
+class PredictConfig:
+    """predict.py (conf/predict.yaml). It trains nothing: no trainer, logger, model preset or training keys."""
+    task: TaskConfig = group(TaskConfig)
+    data: PredictData = group(PredictData)
+    model_dir: str = setting("the fine-tuned or distilled model (or an ONNX export) that predicts")
+    split: str = setting("dev: metrics on the labelled dev set; test: GLUE submission files", choices=("dev", "test"))
+    output_dir: str = setting("where predictions and metrics go")
+    overwrite: bool = setting("replace existing predictions")
+    zip: bool = setting("zip the submission files (split=test)")
+    eval_batch_size: int = setting("examples per inference batch; the default is 64", **COUNT)
+    max_seq_length: int = setting("tokens per example; the default is 128 (at most the model's position limit)",
+                                  low=8)
+    engine: str = setting("what runs the model", choices=("auto", "torch", "onnx"))
+    precision: str = setting("the torch engine's precision", choices=("auto", "fp32", "bf16"))
+    quantize: str = setting("none, or int8: ONNX Runtime dynamic int8 (CPU)", choices=("none", "int8"))
+    export: Optional[str] = setting("onnx: write the model for serving to export_dir", choices=("onnx",))
+    export_dir: Optional[str] = setting("where export=onnx writes the model")
+    export_check: bool = setting("compare the export's dev metric with the source model's")
+    max_metric_drop: float = setting("points of dev metric an export may lose before the check warns; the default "
+                                     "is 1.0", low=0)
+
+
+SCHEMAS = {"finetune_teacher": FinetuneConfig, "train": TrainConfig, "predict": PredictConfig}
+SCRIPT_OF = {cls: name for name, cls in SCHEMAS.items()}
+
+
+def register_schemas() -> None:
+    """The schemas as `<script>_schema`, first in each script's defaults list (conf/<script>.yaml)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for name, cls in SCHEMAS.items():
+        cs.store(name=f"{name}_schema", node=cls)
+
+
+# --- keys a script does not use ---------------------------------------------------------------------------------
+
+# (script, key prefix) -> why an override of it is refused. Hydra refuses keys a schema lacks (predict.py has no
+# trainer); these keys exist because a shared group (conf/model/) carries them, but this script does not read them.
+SCOPE = {
+    ("finetune_teacher", "model.student"): "finetune_teacher.py fine-tunes the teacher (model.teacher_init) only; "
+                                           "the student's settings are read by train.py",
+    ("finetune_teacher", "model.distil"): "finetune_teacher.py uses model.finetune.*; model.distil.* is train.py's",
+}
+# Keys predict.py lacks, and why (Hydra's "not in PredictConfig" becomes this).
+NOT_IN_PREDICT = {
+    "trainer": "predict.py trains nothing, so it takes no trainer: it runs on the GPU by itself when one is found "
+               "(engine=torch); engine=onnx and quantize=int8 run on the CPU (ONNX Runtime). Drop the trainer "
+               "override; choose the engine with engine=auto|torch|onnx, precision=auto|fp32|bf16",
+    "logger": "predict.py logs nothing: its metrics are written to output_dir. Drop the logger override",
+    "model": "predict.py reads its model from model_dir=<dir>, not from a preset. Drop the model override",
+    "method": "predict.py runs a trained model (model_dir=<dir>); the method is train.py's. Drop the override",
+    "strategy": "predict.py runs a trained model (model_dir=<dir>); the strategy is train.py's. Drop the override",
+}
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+# --- checks --------------------------------------------------------------------------------------------------------
+
+
+def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
+    """Every setting's range and allowed words, and the keys this script does not use: a ConfigError naming the
+    key and the fix. `overrides`: the command line's (default: the running Hydra job's). A config that is not
+    one of the schemas (composed without them) is left alone."""
+    script = SCRIPT_OF.get(OmegaConf.get_type(cfg))
+    if script is None:
+        return
+    if overrides is None:
+        from .naming import current_overrides
+
+        overrides = current_overrides()
+    for o in overrides:
+        key = _override_key(o)
+        for (s, prefix), why in SCOPE.items():
+            if s == script and (key == prefix or key.startswith(prefix + ".")):
+                raise ConfigError(f"{o.lstrip('+~')} does not apply here: {why}. Drop it (pass it to train.py).")
+    _check_node(cfg, "")
+    resume = cfg.get("resume", False)
+    if resume is not None and not isinstance(resume, (bool, str)):
+        raise ConfigError(f"resume={resume} must be false, true (continue from the output directory's checkpoint) "
+                          "or the path of a .ckpt file.")
+    task = OmegaConf.select(cfg, "task.name")
+    if str(task).lower() != "custom":
+        for f in dataclasses.fields(CustomDataKeys):
+            if cfg.data.get(f.name) is not None:
+                raise ConfigError(f"data.{f.name}={cfg.data.get(f.name)} applies to task=custom only (your own data "
+                                  f"files), not task={task}. Pass task=custom, or drop data.{f.name}.")
+
+
+def _check_node(node: DictConfig, prefix: str) -> None:
+    for f in dataclasses.fields(OmegaConf.get_type(node)):
+        key = prefix + f.name
+        child = node._get_node(f.name)
+        if isinstance(child, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(child)):
+            _check_node(child, key + ".")
+            continue
+        meta = f.metadata
+        if "range" not in meta and "choices" not in meta:
+            continue  # not read: its value may need a resolver that loads a library (${minilm_dir:})
+        try:
+            value = node[f.name]
+        except ValidationError as e:  # an interpolation whose value has the wrong type (teacher_lr=${method.x})
+            raise ConfigError(type_error_message(e, None, key)) from None
+        if value is None:
+            continue
+        word = str(value).lower() if isinstance(value, bool) or str(value) in ("True", "False") else str(value)
+        if "choices" in meta and word not in meta["choices"]:
+            raise ConfigError(f"{key}={value} is not one of {', '.join(meta['choices'])} ({meta['help']}). "
+                              f"Pass {key}=<{'|'.join(meta['choices'])}>.")
+        rng = meta.get("range")
+        if rng is not None and (isinstance(value, float) and math.isnan(value) or value not in rng):
+            raise ConfigError(f"{key}={_show(value)} must be {rng.text(isinstance(value, int))} ({meta['help']}).")
+
+
+def _show(x) -> str:
+    """1.0 as 1, 5e-05 as 5e-05: a number as the user would type it."""
+    if isinstance(x, float) and math.isfinite(x) and x.is_integer():
+        return str(int(x))
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _field(object_type, key: str):
+    if dataclasses.is_dataclass(object_type):
+        for f in dataclasses.fields(object_type):
+            if f.name == key:
+                return f
+    return None
+
+
+def type_error_message(e: OmegaConfBaseException, raw: str | None, full_key: str | None = None) -> str:
+    """OmegaConf's refusal of a value of the wrong type, as the key, its type, what it is for and the fix.
+    raw: the value as the user typed it (None: read from OmegaConf's message, e.g. for an interpolated value)."""
+    import re
+
+    key = full_key or str(getattr(e, "full_key", "") or getattr(e, "key", "") or "")
+    f = _field(getattr(e, "object_type", None), str(getattr(e, "key", "") or key.rsplit(".", 1)[-1]))
+    if f is None:
+        return f"{key}: {getattr(e, 'msg', str(e)).splitlines()[0]}"
+    typ = typing.get_type_hints(e.object_type).get(f.name)
+    optional = getattr(typ, "__origin__", None) is not None and type(None) in typ.__args__
+    base = next((t for t in getattr(typ, "__args__", (typ,)) if t is not type(None)), typ)
+    kind = KINDS.get(base, getattr(base, "__name__", str(base)))
+    help_, rng = f.metadata.get("help"), f.metadata.get("range")
+    what = "; ".join(x for x in (help_, rng and rng.text(base is int)) if x)
+    target, shown = key, raw
+    if raw is None:  # an interpolated value (teacher_lr: ${method.teacher_lr}): fix it where it comes from
+        given = re.search(r"Value '(.*)' of type", str(e))
+        node = e.parent_node._get_node(f.name) if getattr(e, "parent_node", None) is not None else None
+        ref = re.fullmatch(r"\$\{([\w.]+)\}", str(node._value())) if node is not None else None
+        shown = f"{given.group(1) if given else '?'}" + (f" (from {ref.group(1)})" if ref else "")
+        target = ref.group(1) if ref else key
+    alt = (", or null" + (" for all of them" if "null: all" in (help_ or "") else "")) if optional else ""
+    return (f"{key}={shown} is not {kind} ({key}: {getattr(base, '__name__', base)}"
+            f"{', ' + what if what else ''}). Pass {target}=<{kind}>{alt}.")
