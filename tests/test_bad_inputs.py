@@ -20,6 +20,8 @@ from transformers import AutoModelForSequenceClassification
 
 from conftest import compose_cfg, quick, tiny_bert_config, write_glue
 from reptiledistil import checks, models, run
+from reptiledistil.cli import hydra_error_message
+from reptiledistil.config import check_config
 from reptiledistil.errors import ConfigError
 from reptiledistil.models import check_head, label_kwargs
 from reptiledistil.tasks import TASKS, get_task
@@ -45,6 +47,189 @@ def env(tmp_path_factory, tokenizer):
             "rte": save_classifier(root / "rte", tokenizer, "rte", NLI2),
             # labels of RTE, no finetuning_task: nothing but the label names says it is not an MRPC model
             "nli_untagged": save_classifier(root / "nli_untagged", tokenizer, None, NLI2)}
+
+
+# === Typed config (src/reptiledistil/config.py) ================================================================
+# A wrong type is refused by OmegaConf while Hydra composes (the scripts print it via cli.hydra_error_message); a
+# range, an allowed word or a key this script does not use is refused by config.check_config right after. Both
+# come before any library (torch, transformers, Lightning) is imported and before anything is written.
+
+
+F, T, P = "finetune_teacher", "train", "predict"  # the scripts (here and in CASES below)
+
+
+def compose_error(name: str, overrides: list[str]) -> str:
+    """The `error:` text a script prints for a config Hydra refuses to compose."""
+    with pytest.raises(Exception) as e:
+        compose_cfg(name, overrides)
+    message = hydra_error_message(e.value)
+    assert message is not None, f"not reported as a config error: {e.value!r}"
+    return message
+
+
+TYPE_CASES = [  # (script, override, what the error line must say: the key, its type, the fix)
+    ("train", "alpha=abc", ["alpha=abc is not a number (alpha: float", "in [0, 1]", "Pass alpha=<a number>."]),
+    ("train", "alpha=[1]", ["alpha=[1] is not a number (alpha: float", "Pass alpha=<a number>."]),
+    ("train", "temperature=hot", ["temperature=hot is not a number (temperature: float", "> 0",
+                                  "Pass temperature=<a number>."]),
+    ("train", "seed=abc", ["seed=abc is not a whole number (seed: int", "Pass seed=<a whole number>."]),
+    ("finetune_teacher", "max_seq_length=abc", ["max_seq_length=abc is not a whole number (max_seq_length: int",
+                                                "at least 8", "Pass max_seq_length=<a whole number>."]),
+    ("train", "data.max_eval_samples=abc", ["data.max_eval_samples=abc is not a whole number",
+                                            "Pass data.max_eval_samples=<a whole number>, or null for all of them."]),
+    ("train", "batch_size=8.0", ["batch_size=8.0 is not a whole number (batch_size: int",
+                                 "Pass batch_size=<a whole number>."]),
+    ("train", "batch_size=2.5", ["batch_size=2.5 is not a whole number", "Pass batch_size=<a whole number>."]),
+    ("finetune_teacher", "batch_size=abc", ["batch_size=abc is not a whole number", "at least 1"]),
+    ("finetune_teacher", "overwrite=maybe", ["overwrite=maybe is not true or false (overwrite: bool",
+                                             "Pass overwrite=<true or false>."]),
+    ("finetune_teacher", "checkpoint_every_n_steps=often", ["checkpoint_every_n_steps=often is not a whole number",
+                                                            "or null"]),
+    ("predict", "eval_batch_size=1e3", ["eval_batch_size=1e3 is not a whole number"]),
+    ("predict", "export_check=perhaps", ["export_check=perhaps is not true or false"]),
+    ("train", "model.student.num_layers=two", ["model.student.num_layers=two is not a whole number",
+                                               "Pass model.student.num_layers=<a whole number>, or null."]),
+]
+
+
+@pytest.mark.parametrize("name, override, expected", TYPE_CASES, ids=[f"{c[0]} {c[1]}" for c in TYPE_CASES])
+def test_typed_wrong_type_refused_while_composing(name, override, expected):
+    message = compose_error(name, [override])
+    for part in expected:
+        assert part in message, (part, message)
+
+
+RANGE_CASES = {  # (script, overrides, what the error must say); scope: refused for what the command line names
+    "T seed=-1": (T, ["seed=-1"], ["seed=-1 must be in [0, 4294967295]", "the random seed"]),
+    "T student.num_layers=0": (T, ["model.student.num_layers=0"],
+                               ["model.student.num_layers=0 must be at least 1", "null: as many as"]),
+    "T max_train_samples=-5": (T, ["data.max_train_samples=-5"],
+                               ["data.max_train_samples=-5 must be at least 1", "null: all of them"]),
+    "F max_eval_samples=0": (F, ["data.max_eval_samples=0"], ["data.max_eval_samples=0 must be at least 1"]),
+    "F finetune.epochs=0": (F, ["model.finetune.epochs=0"], ["model.finetune.epochs=0 must be at least 1"]),
+    "T temperature=-1": (T, ["temperature=-1"], ["temperature=-1 must be > 0", "the paper uses 5"]),
+    "T alpha=nan": (T, ["alpha=nan"], ["alpha=nan must be in [0, 1]"]),
+    "T save_teacher=maybe": (T, ["save_teacher=maybe"], ["save_teacher=maybe is not one of auto, true, false",
+                                                         "Pass save_teacher=<auto|true|false>."]),
+    "T optimizer eps=0": (T, ["student_optimizer.eps=0"], ["student_optimizer.eps=0 must be > 0"]),
+    "T resume=[1]": (T, ["resume=[1]"], ["resume=[1] must be false, true", "the path of a .ckpt file"]),
+    "T data.train_file with task=rte": (T, ["data.train_file=x.csv"],
+                                        ["data.train_file=x.csv applies to task=custom only",
+                                         "Pass task=custom, or drop data.train_file."]),
+    "T interpolated teacher_lr": (T, ["method=metadistil", "method.teacher_lr=abc"],
+                                  ["teacher_lr=abc (from method.teacher_lr) is not a number",
+                                   "Pass method.teacher_lr=<a number>, or null."]),
+    "P split=train": (P, ["split=train"], ["split=train is not one of dev, test", "Pass split=<dev|test>."]),
+    "P quantize=int4": (P, ["quantize=int4"], ["quantize=int4 is not one of none, int8"]),
+    "P max_metric_drop=-1": (P, ["max_metric_drop=-1"], ["max_metric_drop=-1 must be >= 0"]),
+    "F student override": (F, ["model.student.num_layers=2"],
+                           ["model.student.num_layers=2 does not apply here: finetune_teacher.py fine-tunes the "
+                            "teacher", "Drop it"]),
+    "F distil override": (F, ["model.distil.epochs=9"], ["model.distil.epochs=9 does not apply here",
+                                                          "model.distil.* is train.py's"]),
+}
+SCOPE_CASES = ("F student override", "F distil override")  # known from the command line only (not from cfg)
+
+
+@pytest.mark.parametrize("case", list(RANGE_CASES))
+def test_typed_out_of_range_refused_before_loading_or_writing(case, tmp_path, env, tiny_bert, no_models):
+    name, extra, expected = RANGE_CASES[case]
+    glue = write_glue(tmp_path / "glue_data")
+    before = files(tmp_path)
+    cfg = compose_cfg(name, base_overrides(name, tmp_path, glue, env, tiny_bert) + extra)
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg, extra)
+    for part in expected:
+        assert part in str(e.value), (part, str(e.value))
+    if case not in SCOPE_CASES:  # the run functions check too (callers that compose a config themselves)
+        with pytest.raises(ConfigError, match=re.escape(expected[0])):
+            {F: run.finetune, T: run.distil, P: run.predict}[name](cfg)
+    assert files(tmp_path) == before
+
+
+@pytest.mark.parametrize("word, value", [("no", False), ("off", False), ("false", False), ("0", False),
+                                         ("yes", True), ("on", True), ("true", True), ("1", True)])
+def test_typed_boolean_words(word, value):
+    for name in (F, T, P):
+        assert compose_cfg(name, [f"overwrite={word}"]).overwrite is value
+    assert compose_cfg(P, [f"zip={word}"]).zip is value
+
+
+ACCEPTED = {  # every preset, group option and value form the configs, docs and tests use
+    F: [[f"model={m}"] for m in ("bert_base", "deberta_v3_base", "electra_base", "minilm", "roberta_base",
+                                 "xlm_roberta_base")]
+       + [[f"trainer={t}"] for t in ("cpu", "ddp", "default", "gpu")] + [["logger=wandb"], ["~logger"]]
+       + [["task=custom", "data.train_file=a.csv", "data.text_columns=[q,a]", "data.task_type=regression"],
+          ["resume=true"], ["resume=some/last.ckpt"], ["checkpoint_every_n_steps=null"], ["lr=1e-4"],
+          ["+trainer.limit_train_batches=2", "trainer.precision=32"], ["trainer.precision=bf16-mixed"],
+          ["data.max_train_samples=null", "data.max_eval_samples=8"], ["seed=0"], ["optimizer.fused=false"]],
+    T: [[f"method={m}"] for m in ("finetune", "kd", "metadistil", "reptile")]
+       + [[f"strategy={s}"] for s in ("both", "first", "last", "skip")]
+       + [["model=bert_base", "trainer=ddp"], ["hparams_search=optuna"], ["save_teacher=true"], ["save_teacher=false"],
+          ["save_teacher=auto"], ["alpha=0", "temperature=1"], ["alpha=1", "temperature=20"], ["teacher_lr=null"],
+          ["+trainer.strategy=ddp", "trainer.devices=2"], ["task=custom", "data.train_file=a.csv"],
+          ["model.student.num_layers=null"], ["model.student.init=pretrained"], ["max_seq_length=64"]],
+    P: [["task=custom", "data.test_file=t.csv"], ["task=ax"], ["split=dev", "engine=onnx", "quantize=int8"],
+        ["export=onnx", "export_dir=x"], ["precision=bf16"], ["zip=true"]],
+}
+
+
+@pytest.mark.parametrize("name, overrides", [(n, o) for n, cases in ACCEPTED.items() for o in cases],
+                         ids=[f"{n} {' '.join(o)}" for n, cases in ACCEPTED.items() for o in cases])
+def test_typed_schema_accepts_what_the_project_uses(name, overrides):
+    cfg = compose_cfg(name, overrides)
+    check_config(cfg, overrides)
+    if name != P:  # interpolations still resolve through the typed nodes (log_dir needs a Hydra run)
+        assert cfg.trainer.max_epochs == cfg.epochs and cfg.trainer._target_ == "pytorch_lightning.Trainer"
+
+
+def test_typed_sweep_values_are_typed_per_job():
+    cfg = compose_cfg(T, ["alpha=0.1", "temperature=10"])  # what one job of -m alpha=0.1,0.5 temperature=5,10 gets
+    assert cfg.alpha == 0.1 and isinstance(cfg.temperature, float) and cfg.temperature == 10.0
+
+
+def no_library_imported(stderr: str) -> bool:
+    """`python -X importtime` lists every imported module: none of the slow libraries may be among them."""
+    return not re.search(r"\|\s+(torch|transformers|pytorch_lightning|datasets)$", stderr, re.MULTILINE)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train.py", "alpha=abc"], "error: alpha=abc is not a number (alpha: float, the weight of the KD term"),
+    (["train.py", "seed=-1"], "error: seed=-1 must be in [0, 4294967295]"),
+    (["train.py", "model.student.num_layers=0"], "error: model.student.num_layers=0 must be at least 1"),
+    (["train.py", "-m", "batch_size=8.0,16"], "error: batch_size=8.0 is not a whole number (batch_size: int"),
+    (["finetune_teacher.py", "model.student.num_layers=2"],
+     "error: model.student.num_layers=2 does not apply here: finetune_teacher.py fine-tunes the teacher"),
+    (["predict.py", "quantize=int8", "+trainer=gpu"],
+     "error: trainer: predict.py trains nothing, so it takes no trainer: it runs on the GPU by itself"),
+], ids=["alpha=abc", "seed=-1", "num_layers=0", "sweep batch_size=8.0", "finetune student override",
+        "predict +trainer=gpu"])
+def test_typed_script_refuses_before_any_library_loads(args, expected, tmp_path):
+    res = script(["-X", "importtime", str(ROOT / args[0]), *args[1:], f"hydra.run.dir={tmp_path / 'logs'}",
+                  f"hydra.sweep.dir={tmp_path / 'multirun'}"], tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert expected in res.stderr, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    assert no_library_imported(res.stderr), "the bad value must be refused before torch & co. are imported"
+    assert not (tmp_path / "model").exists() and not (tmp_path / "predictions").exists()
+
+
+def test_typed_overwrite_no_keeps_a_finished_run(tmp_path):
+    """overwrite=no is false (it used to be a non-empty string, so true: the results were deleted)."""
+    glue = write_glue(tmp_path / "glue_data")
+    out = tmp_path / "model" / "rte" / "teacher"
+    out.mkdir(parents=True)
+    (out / "dev_metrics.json").write_text('{"finished": true}\n')
+    (out / "model.safetensors").write_bytes(b"weights")
+    before = files(out)
+    res = script([str(ROOT / "finetune_teacher.py"), "overwrite=no", f"data.glue_dir={glue}", "~logger",
+                  "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'logs'}"], tmp_path)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "already holds results. Pass overwrite=true to replace them" in res.stderr, res.stderr[-3000:]
+    assert files(out) == before and not list(out.parent.glob(".teacher.*"))
+
+
+# === (end of the typed-config section) =========================================================================
 
 
 # --- what a case changes before it runs -----------------------------------------------------------------------
@@ -89,7 +274,6 @@ def a_file(tmp: Path, glue: Path) -> None:
 
 # --- the cases: (script, overrides, setup, what is wrong, how to fix it) ---------------------------------------
 
-F, T, P = "finetune_teacher", "train", "predict"
 CASES = {
     # data (read before any model)
     "F header-only train.tsv": (F, [], header_only("RTE/train.tsv"),
@@ -128,13 +312,9 @@ CASES = {
                               r"0 loads batches in the main process"),
     "F checkpoint_every_n_steps=0": (F, ["checkpoint_every_n_steps=0"], None,
                                      r"checkpoint_every_n_steps=0 must be at least 1", r"or null"),
-    "F batch_size=abc": (F, ["batch_size=abc"], None, r"batch_size='abc' is not a whole number",
-                         r"Pass e\.g\. batch_size=<a whole number>"),
     "T batch_size=-1": (T, ["batch_size=-1"], None, r"batch_size=-1 must be at least 1", r"the default is 32"),
     "T eval_batch_size=0": (T, ["eval_batch_size=0"], None, r"eval_batch_size=0 must be at least 1",
                             r"the default is 64"),
-    "T batch_size=2.5": (T, ["batch_size=2.5"], None, r"batch_size=2.5 is not a whole number",
-                         r"Pass a whole number, e\.g\. batch_size=2"),
     "T student_lr=-1": (T, ["student_lr=-1"], None, r"student_lr=-1 must be > 0", r"pass e\.g\. student_lr=5e-5"),
     "T teacher_lr=-1": (T, ["teacher_lr=-1"], None, r"teacher_lr=-1 must be > 0", r"pass e\.g\. teacher_lr=5e-5"),
     # method=metadistil's own settings (the synthetic RTE has 24 training examples)

@@ -36,7 +36,7 @@ def _cfg(env, tiny_bert, *extra, out="out"):
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["alpha=1.5"], r"alpha=1.5 is outside \[0, 1\]"),
+    (["alpha=1.5"], r"alpha=1.5 must be in \[0, 1\]"),
     (["temperature=0"], r"temperature=0.* must be > 0"),
     (["model.student.num_layers=3"], "multiple of the student depth"),
     (["model.student.num_layers=3", "strategy=both"], "multiple of the student depth"),
@@ -115,7 +115,7 @@ def test_cli_reports_config_errors_without_traceback(env, tiny_bert):
     res = subprocess.run([sys.executable, "train.py", "alpha=2", f"teacher_dir={env[2]}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 2
-    assert "error: alpha=2 is outside [0, 1]" in res.stderr and "Traceback" not in res.stderr
+    assert "error: alpha=2 must be in [0, 1]" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_ddp_two_cpu_processes(env, tiny_bert, tmp_path):
