@@ -127,6 +127,11 @@ RANGE_CASES = {  # (script, overrides, what the error must say); scope: refused 
                             "teacher", "Drop it"]),
     "F distil override": (F, ["model.distil.epochs=9"], ["model.distil.epochs=9 does not apply here",
                                                           "model.distil.* is train.py's"]),
+    "P +trainer.accelerator=gpu": (P, ["+trainer.accelerator=gpu"],
+                                   ["+trainer: predict.py trains nothing, so it takes no trainer"]),
+    "T +alpah=0.3": (T, ["+alpah=0.3"], ["+alpah: train.py has no key alpah, so nothing would read it. Drop it"]),
+    "F +data.max_samples=3": (F, ["+data.max_samples=3"], ["+data.max_samples: finetune_teacher.py has no key "
+                                                         "data.max_samples"]),
 }
 SCOPE_CASES = ("F student override", "F distil override")  # known from the command line only (not from cfg)
 
@@ -167,7 +172,7 @@ ACCEPTED = {  # every preset, group option and value form the configs, docs and 
        + [[f"strategy={s}"] for s in ("both", "first", "last", "skip")]
        + [["model=bert_base", "trainer=ddp"], ["hparams_search=optuna"], ["save_teacher=true"], ["save_teacher=false"],
           ["save_teacher=auto"], ["alpha=0", "temperature=1"], ["alpha=1", "temperature=20"], ["teacher_lr=null"],
-          ["+trainer.strategy=ddp", "trainer.devices=2"], ["task=custom", "data.train_file=a.csv"],
+          ["+trainer.strategy=ddp", "trainer.devices=2"], ["+student_optimizer.amsgrad=true"], ["task=custom", "data.train_file=a.csv"],
           ["model.student.num_layers=null"], ["model.student.init=pretrained"], ["max_seq_length=64"]],
     P: [["task=custom", "data.test_file=t.csv"], ["task=ax"], ["split=dev", "engine=onnx", "quantize=int8"],
         ["export=onnx", "export_dir=x"], ["precision=bf16"], ["zip=true"]],

@@ -152,6 +152,8 @@ class PredictData(CustomDataKeys, DataSource):
 
 @dataclass
 class OptimizerConfig:
+    """+student_optimizer.<key>=... adds another keyword argument of the optimizer class (open)."""
+    OPEN = True
     _target_: str = setting("the optimizer class")
     _partial_: bool = setting("built by the module with its parameters")
     lr: Optional[float] = setting("the learning rate (set by the top-level lr, student_lr or teacher_lr)")
@@ -294,7 +296,7 @@ def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
         for (s, prefix), why in SCOPE.items():
             if s == script and (key == prefix or key.startswith(prefix + ".")):
                 raise ConfigError(f"{o.lstrip('+~')} does not apply here: {why}. Drop it (pass it to train.py).")
-    _check_node(cfg, "")
+    _check_node(cfg, "", script)
     resume = cfg.get("resume", False)
     if resume is not None and not isinstance(resume, (bool, str)):
         raise ConfigError(f"resume={resume} must be false, true (continue from the output directory's checkpoint) "
@@ -307,12 +309,19 @@ def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
                                   f"files), not task={task}. Pass task=custom, or drop data.{f.name}.")
 
 
-def _check_node(node: DictConfig, prefix: str) -> None:
-    for f in dataclasses.fields(OmegaConf.get_type(node)):
+def _check_node(node: DictConfig, prefix: str, script: str) -> None:
+    cls = OmegaConf.get_type(node)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for extra in (k for k in node.keys() if k not in names and not getattr(cls, "OPEN", False)):
+        # added with +key=... (Hydra lets `+` add a key to any node): nothing would read it
+        why = NOT_IN_PREDICT.get(str(extra)) if cls is PredictConfig else None
+        raise ConfigError(f"+{prefix}{extra}: " + (f"{why}." if why else f"{script}.py has no key {prefix}{extra}, so "
+                          f"nothing would read it. Drop it (python {script}.py --cfg job lists every key)."))
+    for f in dataclasses.fields(cls):
         key = prefix + f.name
         child = node._get_node(f.name)
         if isinstance(child, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(child)):
-            _check_node(child, key + ".")
+            _check_node(child, key + ".", script)
             continue
         meta = f.metadata
         if "range" not in meta and "choices" not in meta:
