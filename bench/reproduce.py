@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402
+from common import machine_info, portable  # noqa: E402
 
 from reptiledistil.metrics import selection_score  # noqa: E402
 from reptiledistil.tasks import get_task  # noqa: E402
@@ -64,7 +64,7 @@ def run_script(script: str, overrides: list[str], log: Path) -> tuple[float, flo
 def write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.write_text(json.dumps(portable(doc), indent=2) + "\n")
     tmp.replace(path)
 
 

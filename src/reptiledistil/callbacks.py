@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -40,7 +41,9 @@ class BestOnDev(pl.Callback):
         record = {"epoch": trainer.current_epoch + 1, "step": getattr(pl_module, "outer_step", trainer.global_step),
                   **pl_module.last_eval}
         self.history.append(record)
-        if self.best is not None and record["selection"] <= self.best["selection"]:
+        # An undefined score (NaN: constant predictions) never displaces a real one.
+        score = lambda r: -math.inf if math.isnan(r["selection"]) else r["selection"]
+        if self.best is not None and score(record) <= score(self.best):
             return
         self.best = record
         if trainer.is_global_zero:

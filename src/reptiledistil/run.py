@@ -22,6 +22,7 @@ from .data import GlueDataModule, check_max_seq_length, load_training_splits
 from .errors import ConfigError
 from .hardware import Hardware, default_share_forward, resolve_hardware
 from .layer_map import layer_mapping, parameter_pairs
+from .metrics import format_metrics
 from .model_card import write_model_card
 from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer
 from .module import METHODS, TEACHER_LEARNS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
@@ -209,13 +210,11 @@ def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(log_dir) / summary_file, summary)
     b, f = summary["best"], summary["final"]
-    fmt = lambda r, t="": ", ".join(f"{k[len(t):]}={v:.4f}" for k, v in r.items()
-                                    if k.startswith(t) and not k.startswith("teacher_" if not t else "-")
-                                    and k not in ("epoch", "step"))
-    print(f"{what} saved to {model_dir}\n  best dev (epoch {b['epoch']}): {fmt(b)}\n"
-          f"  final dev (epoch {f['epoch']}): {fmt(f)}")
+    own = lambda r: format_metrics({k: v for k, v in r.items() if not k.startswith("teacher_")})
+    print(f"{what} saved to {model_dir}\n  best dev (epoch {b['epoch']}): {own(b)}\n"
+          f"  final dev (epoch {f['epoch']}): {own(f)}")
     if "teacher_selection" in f:  # Reptile: what the updated teacher scores itself
-        print(f"  teacher after distillation (epoch {f['epoch']}): {fmt(f, 'teacher_')}")
+        print(f"  teacher after distillation (epoch {f['epoch']}): {format_metrics(f, 'teacher_')}")
 
 
 def finetune(cfg: DictConfig) -> dict:
@@ -473,7 +472,7 @@ def predict(cfg: DictConfig) -> dict:
                     logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
                     m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
                 result[name] = m
-                print(f"{task.name} {name} ({len(ds)} examples): " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
+                print(f"{task.name} {name} ({len(ds)} examples): {format_metrics(m)}")
             else:
                 logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
                 write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)
