@@ -61,7 +61,7 @@ def majority_class_scores(task, glue_dir: str | None = None) -> dict[str, float]
 
 
 def _score(metrics: dict, task, prefix: str = "dev_") -> str:
-    return format_metrics({k: metrics[prefix + k] for k in task.metrics if prefix + k in metrics}, percent=True)
+    return format_metrics({k: metrics[prefix + k] for k in task.metrics if prefix + k in metrics}, percent=True, sep=" ")
 
 
 def summary_table(task_name: str, teacher: Path, run: Path, predictions: Path) -> str:
