@@ -104,7 +104,7 @@ def test_majority_class_scores_on_synthetic_data(tmp_path):
 
 @pytest.mark.skipif(not (SHARED_GLUE / "MRPC" / "dev.tsv").is_file(), reason="real GLUE data not found")
 def test_majority_class_scores_on_real_glue():
-    # the floors quoted in the README: RTE 146/277 not_entailment; MRPC 279/408 paraphrases, F1 = 2*279/(279+408)
+    # the floors quoted on the results page: RTE 146/277 not_entailment; MRPC 279/408 paraphrases, F1 = 2*279/(279+408)
     assert majority_class_scores(get_task("rte"), str(SHARED_GLUE))["accuracy"] == pytest.approx(146 / 277)
     mrpc = majority_class_scores(get_task("mrpc"), str(SHARED_GLUE))
     assert mrpc == pytest.approx({"accuracy": 279 / 408, "f1": 2 * 279 / (279 + 408)})
