@@ -1,4 +1,4 @@
-"""Keeps the best-on-dev model (HF format) and the per-epoch dev history."""
+"""Keeps the best-on-dev model (HF format) and the per-epoch dev history; checkpoints; the progress bar."""
 
 from __future__ import annotations
 
@@ -11,8 +11,27 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
 
 from .outputs import atomic_dir
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's progress bar with epochs counted from 1, as everywhere else (`Epoch 2/2`, not `Epoch 1`)."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_) -> None:  # Lightning's, with our description
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}{of}", refresh=False)
+        self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))  # shows the new description
+        self.train_progress_bar.initial = 0
+
+
+def progress_bar(trainer_cfg) -> list[pl.Callback]:
+    """The trainer's progress bar callback: none where the config turns the bar off."""
+    return [EpochProgressBar()] if trainer_cfg.get("enable_progress_bar", True) else []
 
 
 class BestOnDev(pl.Callback):

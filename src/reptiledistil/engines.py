@@ -7,7 +7,7 @@
     onnx    int8       the same graph, dynamically quantized by ORT (int8 weights)      CPU
 
 int8 is ONNX Runtime's: it was faster than PyTorch's dynamic int8 (torch.ao, deprecated in torch 2.13) in every
-case measured (both presets, batch 1 and 32; README Performance), at the same accuracy, so that path is gone.
+case measured (both presets, batch 1 and 32; docs/performance.md), at the same accuracy, so that path is gone.
 
 `resolve_engine` checks a choice against the model directory and the machine before anything is loaded; a
 runner (`TorchRunner`, `OnnxRunner`) maps a batch of token tensors to fp32 logits on the CPU.
@@ -140,7 +140,7 @@ def resolve_engine(engine: str, precision: str, quantize: str, model_dir: str | 
     if quantize == "int8":
         if engine == "torch":
             raise ConfigError("int8 runs on ONNX Runtime (faster than PyTorch's dynamic int8 in every case measured, "
-                              "README Performance): drop engine=torch, or drop quantize=int8.")
+                              "docs/performance.md): drop engine=torch, or drop quantize=int8.")
         engine = "onnx"
     if engine == "auto":
         engine = "torch"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import sys
@@ -16,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .callbacks import BestOnDev, ResumableCheckpoint
+from .callbacks import BestOnDev, ResumableCheckpoint, progress_bar
 from .checks import check_predict_values, check_training_values, check_writable
 from .data import GlueDataModule, check_max_seq_length, load_training_splits
 from .errors import ConfigError
@@ -31,7 +30,6 @@ from .resume import check_checkpoint, checkpoint_path, describe, resume_request
 from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
 from .tasks import task_for
 
-log = logging.getLogger("reptiledistil")
 
 
 
@@ -88,7 +86,7 @@ def _hardware(cfg: DictConfig) -> Hardware:
 
 def _trainer(cfg: DictConfig, hw: Hardware, callbacks) -> pl.Trainer:
     trainer = hydra.utils.instantiate(cfg.trainer, accelerator=hw.accelerator, precision=hw.precision,
-                                      callbacks=callbacks, logger=_logger(cfg))
+                                      callbacks=[*callbacks, *progress_bar(cfg.trainer)], logger=_logger(cfg))
     if trainer.logger is not None:  # W&B run config / CSV hparams.yaml: every resolved hyper-parameter
         trainer.logger.log_hyperparams({**_resolved(cfg), "resolved_precision": hw.precision,
                                         "run_name": basename(cfg.output_dir)})
@@ -334,7 +332,8 @@ def distil(cfg: DictConfig) -> dict:
             pairs = parameter_pairs(teacher, student, mapping)  # checks widths, vocab and label count
             if method == "reptile" and not cfg.method.update_head:
                 pairs = pairs.without_head(teacher.base_model_prefix)  # the teacher keeps its own classifier
-            log.info("layer mapping (%s): %s", cfg.strategy.name, mapping)
+            if _is_rank_zero():
+                print(f"layer mapping ({cfg.strategy.name}): {mapping}")  # plain, like every console line
         dm = _datamodule(cfg, task, tokenizer, splits)
         module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits], distil_settings(cfg, hw),
                               hydra.utils.instantiate(cfg.student_optimizer),
