@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import datasets
 
 from .errors import ConfigError
-from .tasks import CUSTOM, EvalSplit, Task, TestSplit
+from .tasks import CUSTOM, EvalSplit, Task, TestSplit, is_missing_label
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"}
 TASK_TYPES = ("classification", "regression")
@@ -244,21 +244,26 @@ def sort_labels(names) -> tuple[str, ...]:
 
 
 def _label_name(value: Any) -> str | None:
-    if value is None:
-        return None
-    s = str(value).strip()
-    return s or None
+    return None if is_missing_label(value) else str(value).strip()
+
+
+def _missing(path: Path, fmt: str, ds: datasets.Dataset, col: str) -> None:
+    """Refuse the first empty, NaN, null or None label, naming its file and line."""
+    bad = next((i for i, v in enumerate(ds[col]) if is_missing_label(v)), None)
+    if bad is not None:
+        value = ds[col][bad]
+        shown = "null" if value is None else "an empty cell" if str(value).strip() == "" else repr(value)
+        raise ConfigError(f"{_where(path, fmt, bad)}: missing label in column {col!r} ({shown}; empty cells, NaN, "
+                          "null and None are not labels). Every example needs a label: fill it in or remove the row.")
 
 
 def _class_names(ds: datasets.Dataset, path: Path, fmt: str, col: str) -> list[str]:
-    names = [_label_name(v) for v in ds[col]]
-    if None in names:
-        raise ConfigError(f"{_where(path, fmt, names.index(None))}: empty label in column {col!r}. Every example needs "
-                          "a label: fill it in or remove the row.")
-    return names
+    _missing(path, fmt, ds, col)
+    return [_label_name(v) for v in ds[col]]
 
 
 def _scores(ds: datasets.Dataset, path: Path, fmt: str, col: str) -> list[float]:
+    _missing(path, fmt, ds, col)
     out = []
     for i, v in enumerate(ds[col]):
         s = _label_name(v)
