@@ -510,3 +510,18 @@ def test_missing_glue_score_is_refused_with_its_line(tmp_path, cell):
     f.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(f"STS-B/train.tsv:3: the label is missing ({cell!r})")):
         load_split(get_task("stsb"), "train", str(glue))
+
+
+def test_damaged_onnx_export_is_refused(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from reptiledistil import engines
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / engines.MARKER).write_text(json.dumps({"format": engines.FORMAT, "version": engines.VERSION}))
+    (export / engines.MODEL_FILE).write_bytes(b"\x08\x07half a copy")
+    with pytest.raises(ConfigError, match=r"model\.onnx cannot be loaded by ONNX Runtime .* truncated or damaged.*"
+                                          r"Copy the export folder again, or export the model again"):
+        engines.OnnxRunner(export)

@@ -43,8 +43,8 @@ def describe(path: Path) -> str:
 # is saved or resumed (resume, overwrite, checkpoint_every_n_steps, save_teacher, trainer.enable_checkpointing),
 # and speed or memory knobs that leave the training steps alone (data.num_workers, eval_batch_size). The
 # accelerator and precision are stored resolved (auto is bf16 on one machine, fp32 on another; the accelerator
-# also decides method.share_forward=auto). Everything else, including
-# unknown keys a later version adds, is stored: a difference refuses the resume rather than mislabel a run.
+# also decides method.share_forward=auto). Everything else, keys a later version adds included, is stored: a
+# difference refuses the resume rather than train half a run with each value and record only the second.
 UNSTORED = ("output_dir", "log_dir", "teacher_dir", "resume", "overwrite", "checkpoint_every_n_steps",
             "save_teacher", "eval_batch_size", "logger", "data.glue_dir", "data.num_workers", "data.train_file",
             "data.validation_file", "data.test_file", "model.teacher_init", "model.student.source",
