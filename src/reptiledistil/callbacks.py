@@ -83,10 +83,12 @@ class ResumableCheckpoint(pl.Callback):
     the resumed run sees the same batches and dropout masks as an uninterrupted one.
     """
 
-    def __init__(self, path: Path, every_n_steps: int | None = None, identity: dict | None = None):
+    def __init__(self, path: Path, every_n_steps: int | None = None, identity: dict | None = None,
+                 settings: dict | None = None):
         self.path = Path(path)
         self.every_n_steps = every_n_steps
         self.identity = identity or {}  # task, method, shapes: checked before a resume (resume.py)
+        self.settings = settings or {}  # the run's resolved settings (resume.run_settings): idem
         self.batches_done = 0  # in the current epoch
         self._rng: dict | None = None
         self._stop_signal: int | None = None
@@ -94,7 +96,8 @@ class ResumableCheckpoint(pl.Callback):
 
     # -- what goes into the checkpoint ------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"batches_done": self.batches_done, "rng": _rng_states(), "identity": self.identity}
+        return {"batches_done": self.batches_done, "rng": _rng_states(), "identity": self.identity,
+                "settings": self.settings}
 
     def load_state_dict(self, state: dict) -> None:
         # A mid-epoch restart does not call on_train_epoch_start: the position is set here (the data

@@ -193,7 +193,13 @@ class OnnxRunner:
         # next batch's collation); measured: it slowed the model timed after it by up to 2x on 2 cores.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = Path(model_dir) / self.marker.get("model", MODEL_FILE)
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT's own types (InvalidProtobuf, Fail) are not OSError/RuntimeError subclasses
+            raise ConfigError(f"{path} cannot be loaded by ONNX Runtime ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}): it is truncated or "
+                              "damaged, e.g. a half-finished copy. Copy the export folder again, or export the model "
+                              "again (predict.py export=onnx export_dir=<dir>).") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.num_labels = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("num_labels", 2)
 

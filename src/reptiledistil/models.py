@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -28,25 +30,113 @@ def _is_hub_id(name: str) -> bool:
     return not name.startswith((".", "/", "~")) and name.count("/") <= 1 and not Path(name).suffix == ".json"
 
 
-def check_model_source(name_or_path: str, what: str, hint: str = "") -> str:
-    """Refuse a local path that does not exist before anything slow happens."""
+def check_model_source(name_or_path: str, what: str, hint: str = "", weights: bool = False) -> str:
+    """Refuse a local path that does not exist, or a model folder whose config.json (and, with `weights`, whose
+    weights) cannot be read, before anything slow happens. A hub id passes through."""
     name_or_path = str(name_or_path)
     p = Path(name_or_path).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
             raise ConfigError(f"{what} {p.resolve()} exists but holds no model (no config.json). {hint}".strip())
+        check_config_json(p, what, hint)
+        if weights:
+            check_weights(p, what, hint)
         return str(p)
     if not _is_hub_id(name_or_path):
         raise ConfigError(f"{what} {p.resolve()} does not exist. {hint}".strip())
     return name_or_path
 
 
+def _damaged(what: str, folder: Path, file: str, problem: str, hint: str) -> ConfigError:
+    return ConfigError(f"{what} {folder.resolve()}: {file} {problem}. A half-finished copy looks like this: copy the "
+                       f"model folder again, or train (fine-tune) it again. {hint}".strip())
+
+
+def check_config_json(folder: Path, what: str, hint: str = "") -> None:
+    """config.json parses as a JSON object (a truncated copy or an edit gone wrong would fail deep inside
+    transformers)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise _damaged(what, folder, "config.json", f"cannot be read as JSON ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:120]})", hint) from None
+    if not isinstance(config, dict):
+        raise _damaged(what, folder, "config.json", f"holds a JSON {type(config).__name__}, not an object", hint)
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a .safetensors file, read from its header alone (None: sound). The format is an 8-byte
+    little-endian header length, a JSON header giving each tensor's byte range, then the data: a truncated file is
+    shorter than the header's last range ends."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if len(head) < 8 or n > size - 8:
+            return f"is cut short ({size} bytes, inside its header)"
+        try:
+            header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            return f"has an unreadable header ({type(e).__name__})"
+    if size != 8 + n + end:
+        cut = "is cut short" if size < 8 + n + end else "has trailing bytes"
+        return f"{cut}: {size} bytes, but its header describes {8 + n + end}"
+    return None
+
+
+def _weights_problem(path: Path) -> str | None:
+    if not path.is_file():
+        return "is missing"
+    if path.suffix == ".safetensors":
+        return safetensors_problem(path)
+    try:  # pytorch_model.bin: a zip archive whose directory sits at the end, so a cut file cannot be opened
+        zipfile.ZipFile(path).close()
+    except (zipfile.BadZipFile, OSError) as e:
+        return f"is not a complete PyTorch archive ({e})"
+    return None
+
+
+def check_weights(folder: Path, what: str, hint: str = "") -> None:
+    """A model folder has weights (model.safetensors, pytorch_model.bin or the shards an index names), and each
+    file is whole, checked from its header and size in milliseconds."""
+    files: list[str] = []
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index).is_file():
+            try:
+                files = sorted(set(json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"].values()))
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise _damaged(what, folder, index, f"cannot be read ({type(e).__name__})", hint) from None
+            break
+    else:
+        files = [f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()][:1]
+    if not files:
+        raise ConfigError(f"{what} {folder.resolve()} holds no weights (no model.safetensors or pytorch_model.bin "
+                          f"beside config.json): it is incomplete. Copy the model folder again, or train (fine-tune) "
+                          f"it again. {hint}".strip())
+    for name in files:
+        problem = _weights_problem(folder / name)
+        if problem:
+            raise _damaged(what, folder, name, problem, hint)
+
+
 def _from_pretrained(fn, name: str, what: str, **kw):
+    from safetensors import SafetensorError
+
+    local = Path(str(name)).expanduser().exists()
     try:
         return fn(name, **kw)
-    except OSError as e:  # not local and the hub cannot be reached or has no such repo
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if local:  # a folder on disk: the hub was never asked, whatever transformers' message says
+            raise ConfigError(f"Could not load {what} from {Path(str(name)).resolve()} ({type(e).__name__}: {first}): "
+                              "a file in it is missing or damaged. Copy the model folder again, or train (fine-tune) "
+                              "it again.") from None
+        if not isinstance(e, OSError):
+            raise
+        # not local and the hub cannot be reached or has no such repo
         raise ConfigError(f"Could not load {what} {name!r}: not a local model directory, and loading it from the "
-                          f"Hugging Face hub failed ({str(e).splitlines()[0]}). Check the path or your network.") from None
+                          f"Hugging Face hub failed ({first}). Check the path or your network.") from None
 
 
 def load_tokenizer(name_or_path: str):
@@ -113,7 +203,7 @@ def fp32_head(model: PreTrainedModel) -> PreTrainedModel:
 
 def load_for_finetuning(name_or_path: str, task: Task) -> PreTrainedModel:
     """A pretrained encoder with a new head for `task` (the head is freshly initialised)."""
-    src = check_model_source(name_or_path, "Pretrained model")
+    src = check_model_source(name_or_path, "Pretrained model", weights=True)
     return fp32_head(_from_pretrained(AutoModelForSequenceClassification.from_pretrained, src, "pretrained model",
                                       config=task_config(src, task), **FP32))
 
@@ -157,6 +247,10 @@ def check_finetuned_config(path: str, task: Task, what: str = "Model", hint: str
         raise ConfigError(f"{what} {src} is not a sequence classifier (its architecture is {', '.join(archs)}): it has "
                           f"no fine-tuned head to predict with. Fine-tune it first (finetune_teacher.py). {hint}".strip())
     check_head(config, task, f"{what} {src}", hint)
+    from .engines import is_export_dir
+
+    if Path(src).exists() and not is_export_dir(src):  # an export's model.onnx: checked by engines.read_marker
+        check_weights(Path(src), what, hint)
     return config
 
 

@@ -26,7 +26,8 @@ from .model_card import write_model_card
 from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer
 from .module import METHODS, TEACHER_LEARNS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
 from .naming import basename, is_multirun
-from .resume import check_checkpoint, checkpoint_path, describe, resume_request
+from .resume import (check_checkpoint, check_settings, checkpoint_path, describe, resume_request, resume_target,
+                     run_settings)
 from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
 from .tasks import task_for
 
@@ -149,6 +150,17 @@ def _staged(cfg: DictConfig):
         raise
 
 
+def _run_settings(cfg: DictConfig, hw: Hardware) -> dict:
+    return run_settings(cfg, {"trainer.accelerator": hw.accelerator, "trainer.precision": hw.precision})
+
+
+def _check_resume(cfg: DictConfig, hw: Hardware) -> None:
+    """resume=: the checkpoint's stored settings against this run's, before any model is loaded."""
+    ckpt = resume_target(cfg)
+    if ckpt is not None:
+        check_settings(ckpt, _run_settings(cfg, hw))
+
+
 def _has_files(d: Path) -> bool:
     return d.is_dir() and any(p.is_file() for p in d.rglob("*"))
 
@@ -157,7 +169,8 @@ def _fit(cfg, hw: Hardware, module, dm, stage: Path, model_subdir: str, tokenize
          resume_from: Path | None) -> BestOnDev:
     best = BestOnDev(stage / model_subdir if model_subdir else stage, tokenizer)
     every = cfg.get("checkpoint_every_n_steps")
-    saver = ResumableCheckpoint(checkpoint_path(cfg.output_dir), int(every) if every else None, identity)
+    saver = ResumableCheckpoint(checkpoint_path(cfg.output_dir), int(every) if every else None, identity,
+                                _run_settings(cfg, hw))
     if resume_from is not None:
         check_checkpoint(resume_from, identity)
         print(f"resuming from {describe(resume_from)}")
@@ -221,6 +234,7 @@ def finetune(cfg: DictConfig) -> dict:
     task = task_for(cfg)
     hw = _hardware(cfg)
     check_writable(cfg.output_dir, "output_dir", beside=True)
+    _check_resume(cfg, hw)
     splits = _training_data(cfg, task)
     with _staged(cfg) as (out, stage, resume_from):
         pl.seed_everything(cfg.seed, workers=True)
@@ -313,6 +327,7 @@ def distil(cfg: DictConfig) -> dict:
     task = task_for(cfg)
     hw = _hardware(cfg)
     check_writable(cfg.output_dir, "output_dir", beside=True)
+    _check_resume(cfg, hw)
     splits = _training_data(cfg, task)
     check_quiz_fits(cfg, splits)
     method = cfg.method.name
