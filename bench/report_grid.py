@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from pathlib import Path
 
@@ -20,6 +19,7 @@ LEARNERS = ("reptile", "metadistil")  # the methods whose teacher changes while 
 SHOWN = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("f1", "accuracy"), "stsb": ("pearson", "spearman"),
          "qqp": ("f1", "accuracy"), "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",),
          "mnli": ("matched_accuracy", "mismatched_accuracy")}
+FINDINGS = "FINDINGS.md"  # hand-written, beside the JSON runs: included verbatim at the end of the page
 ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 
 
@@ -144,9 +144,11 @@ def tables(rows: list[dict], columns: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown(rows: list[dict], preset: str, columns: tuple[str, ...]) -> str:
+def markdown(rows: list[dict], preset: str, columns: tuple[str, ...], findings: bool = False) -> str:
+    note = (f" The tables and the chart are generated from the JSON runs; the text after them is hand-written in "
+            f"[{FINDINGS}]({FINDINGS}): edit that file, not this page." if findings else "")
     return (f"# Results grid: preset `{preset}`\n\nRegenerate: `python bench/reproduce.py` (skips runs that exist; "
-            f"`--report` only rebuilds this page).\n\n" + tables(rows, columns))
+            f"`--report` only rebuilds this page).{note}\n\n" + tables(rows, columns))
 
 
 def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -> None:
@@ -197,24 +199,11 @@ def still_to_run(runs: dict, grid: dict[str, list[int]], methods: tuple[str, ...
     return "Still to run (`python bench/reproduce.py` resumes with them):\n\n" + "\n".join(lines) + "\n"
 
 
-def fill_block(readme: Path, name: str, block: str) -> bool:
-    """Put `block` between the lines `<!-- grid <name>: start -->` and `<!-- grid <name>: end -->` of `readme`
-    (atomically); False, and nothing written, where the markers are absent."""
-    start, end = f"<!-- grid {name}: start -->", f"<!-- grid {name}: end -->"
-    text = readme.read_text() if readme.is_file() else ""
-    if start not in text or end not in text.split(start, 1)[1]:
-        return False
-    head, rest = text.split(start, 1)
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(f"{head}{start}\n{block}{end}{rest.split(end, 1)[1]}")
-    tmp.replace(readme)
-    return True
-
-
 def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None = None,
-                 methods: tuple[str, ...] = (), readme: Path | None = None) -> str:
-    """results/README.md (the tables, and with `grid` what is still to run) and methods.png, from the JSON files;
-    the same tables also go between the grid's markers in `readme` (the project's README) where it has them."""
+                 methods: tuple[str, ...] = ()) -> str:
+    """results/README.md from the JSON files (the tables, with `grid` what is still to run, the chart methods.png)
+    followed by the hand-written results/FINDINGS.md where it exists. The page is only ever written whole, from
+    those two sources, so regenerating it is idempotent and never loses the findings."""
     runs = load_runs(results)
     rows, columns = summarise(runs), shown_columns(runs)
     if not rows:
@@ -223,13 +212,13 @@ def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None =
     todo = f"\n{still_to_run(runs, grid, methods)}" if grid else ""
     try:
         chart(rows, results / "methods.png", preset, columns)
-        image = "\n![methods per task]({})\n"
+        image = "\n![methods per task](methods.png)\n"
     except ImportError:  # e.g. a bare GPU machine: the tables still get written
         image = ""
-    md.write_text(markdown(rows, preset, columns) + todo + image.format("methods.png"))
-    out = md.read_text() + f"\nwrote {md}" + (f" and {results / 'methods.png'}" if image else
-                                               " (no chart: pip install matplotlib)")
-    if readme and fill_block(readme, results.name, tables(rows, columns) + todo +
-                             image.format(os.path.relpath(results / "methods.png", readme.parent))):
-        out += f"\nupdated the tables in {readme}"
-    return out
+    findings = results / FINDINGS
+    notes = f"\n{findings.read_text().strip()}\n" if findings.is_file() else ""
+    tmp = md.with_suffix(".md.tmp")
+    tmp.write_text(markdown(rows, preset, columns, findings.is_file()) + todo + image + notes)
+    tmp.replace(md)
+    return md.read_text() + f"\nwrote {md}" + (f" and {results / 'methods.png'}" if image else
+                                                " (no chart: pip install matplotlib)")

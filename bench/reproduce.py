@@ -4,7 +4,8 @@ Every run goes through the same entry scripts a user runs (finetune_teacher.py, 
 ends as one JSON under results/<preset>/<task>/ (config, best and final dev metrics, the teacher's own dev
 score before and after distillation, wall time, machine, date). A run whose JSON exists is skipped, so the
 grid can be filled over several sittings and committed as it grows; models go to the git-ignored
-model/grid/. At the end (or with --report alone) the tables and the chart are rebuilt from the JSON files.
+model/grid/. At the end (or with --report alone) the tables and the chart are rebuilt from the JSON files,
+followed by the hand-written results/<preset>/FINDINGS.md, into results/<preset>/README.md.
 
   python bench/reproduce.py                                  # the offline grid (MiniLM preset), all tasks
   python bench/reproduce.py --tasks mrpc --seeds 1 2 3       # part of it
@@ -29,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info  # noqa: E402
+from common import machine_info, portable  # noqa: E402
 
 from reptiledistil.metrics import selection_score  # noqa: E402
 from reptiledistil.tasks import get_task  # noqa: E402
@@ -64,7 +65,7 @@ def run_script(script: str, overrides: list[str], log: Path) -> tuple[float, flo
 def write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.write_text(json.dumps(portable(doc), indent=2) + "\n")
     tmp.replace(path)
 
 
@@ -180,8 +181,7 @@ def main() -> None:
                     print(f"   {msg}", flush=True)
     from report_grid import write_report
 
-    print(write_report(grid.results, grid.results.name, {t: DEFAULT_SEEDS[t] for t in DEFAULT_TASKS}, METHODS,
-                       readme=ROOT / "README.md"))  # its Results section holds the same tables, between markers
+    print(write_report(grid.results, grid.results.name, {t: DEFAULT_SEEDS[t] for t in DEFAULT_TASKS}, METHODS))
     if grid.failed:
         sys.exit(f"{grid.failed} run(s) failed; their logs are named above. Rerun to retry them.")
 

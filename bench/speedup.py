@@ -49,7 +49,7 @@ from reptiledistil.hardware import cpu_supports_bf16  # noqa: E402
 from reptiledistil.outputs import write_json_atomic  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, cpu_clock, machine_info, other_cpu_share  # noqa: E402
+from common import RESULTS, cpu_clock, machine_info, other_cpu_share, portable  # noqa: E402
 
 # (preset, batch): minimum speed-up of the fastest student engine over the fp32 teacher, from the issue.
 GOALS = {("minilm", 1): 4.0, ("minilm", 32): 7.0, ("bert_base", 1): 4.0, ("bert_base", 32): 7.0}
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\nother processes used {100 * others:.0f}% of the machine's CPU time during this run"
               + (": timings (batch 1 most of all) are inflated and noisy." if others > 0.1 else "."))
     out = a.out or RESULTS / f"speedup-{slug(info)}-{now.strftime('%Y%m%d-%H%M%S')}.json"
-    write_json_atomic(out, result)
+    write_json_atomic(out, portable(result))
     print(f"\nwrote {out}")
     return result
 

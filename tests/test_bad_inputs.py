@@ -528,3 +528,185 @@ def test_read_only_working_directory(tmp_path):
     assert "error: cannot write Hydra's log folder outputs (Permission denied)" in res.stderr
     assert "Run from a writable folder, or pass hydra.run.dir=<a writable dir>" in res.stderr
     assert "Traceback" not in res.stderr and list(ro.iterdir()) == []
+
+
+# === A run's checkpoint, model folders and labels: what a user types or copies cannot crash, mislabel or destroy a
+# run. The scripts run as a user runs them: `error: ...`, exit code 2, and nothing on disk changed. ================
+
+
+def user_files(tmp: Path) -> dict[str, bytes]:
+    """Every file under tmp but Hydra's own log folder (hydra.run.dir=<tmp>/logs), which each script run writes."""
+    return {k: v for k, v in files(tmp).items() if not k.startswith("logs/")}
+
+
+def refused(args: list[str], tmp: Path) -> str:
+    """Run a script that must refuse its input; returns its `error:` line (asserting exit code 2, no traceback and
+    no file under tmp changed)."""
+    before = user_files(tmp)
+    res = script([str(ROOT / args[0]), *args[1:], f"hydra.run.dir={tmp / 'logs'}"], tmp)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    lines = [l for l in res.stderr.splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1, res.stderr[-3000:]
+    assert user_files(tmp) == before, "a refused run may not write or change anything"
+    return lines[0]
+
+
+def script_overrides(script_name: str, tmp: Path, glue: Path, env: dict, tiny_bert: Path) -> list[str]:
+    """base_overrides without log_dir (a script takes it from hydra.run.dir) and with a fixed precision."""
+    return [o for o in base_overrides(script_name, tmp, glue, env, tiny_bert) if not o.startswith("log_dir=")] + \
+        (["trainer.precision=32-true"] if script_name != P else [])
+
+
+# --- resume: a checkpoint knows the settings it was written with ------------------------------------------------
+
+
+def fake_checkpoint(path: Path, settings: dict) -> None:
+    """What resume= reads first: ResumableCheckpoint's state in a Lightning checkpoint (no tensors needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"callbacks": {"ResumableCheckpoint": {"batches_done": 2, "identity": {}, "settings": settings}}}, path)
+
+
+def test_train_py_resume_with_another_alpha_is_refused(tmp_path, env, tiny_bert):
+    from reptiledistil.resume import checkpoint_path, run_settings
+
+    glue = write_glue(tmp_path / "glue_data")
+    overrides = script_overrides(T, tmp_path, glue, env, tiny_bert)
+    written = run_settings(compose_cfg(T, overrides + [f"log_dir={tmp_path / 'logs'}"]),
+                           {"trainer.accelerator": "cpu", "trainer.precision": "32-true"})
+    assert written["alpha"] == 0.5 and "output_dir" not in written and "data.glue_dir" not in written
+    fake_checkpoint(checkpoint_path(tmp_path / "out"), written)
+    error = refused(["train.py", *overrides, "alpha=0.9", "resume=true", "data.num_workers=1"], tmp_path)
+    assert re.search(r"error: Checkpoint .*last\.ckpt was written with other settings: alpha: 0\.5 in the "
+                     r"checkpoint, 0\.9 now\. Resume with the settings it was written with, or pass overwrite=true "
+                     r"\(without resume\) to start the run again", error), error
+
+
+# --- model folders: a half-finished copy, a corrupt config.json, no weights ---------------------------------------
+
+
+def damaged_copy(src: Path, dst: Path, damage: str) -> Path:
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    if damage == "truncated":
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2])  # a copy interrupted half way
+    elif damage == "header":
+        weights.write_bytes(weights.read_bytes()[:20])  # cut inside the header
+    elif damage == "config":
+        (dst / "config.json").write_text('{"architectures": ["BertForSequenceClassification"], "hidden_', "utf-8")
+    elif damage == "no weights":
+        weights.unlink()
+    return dst
+
+
+MODEL_CASES = {
+    "P truncated model.safetensors": (P, "model_dir", "truncated",
+                                      r"model\.safetensors is cut short: \d+ bytes, but its header describes \d+"),
+    "P corrupt config.json": (P, "model_dir", "config", r"config\.json cannot be read as JSON"),
+    "T teacher cut inside its header": (T, "teacher_dir", "header", r"model\.safetensors is cut short \(20 bytes"),
+    "T teacher without weights": (T, "teacher_dir", "no weights",
+                                  r"holds no weights \(no model\.safetensors or pytorch_model\.bin"),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_damaged_model_folder_is_refused_naming_the_file(case, tmp_path, env, tiny_bert):
+    script_name, key, damage, problem = MODEL_CASES[case]
+    glue = write_glue(tmp_path / "glue_data")
+    model = damaged_copy(env["rte"] if script_name == P else env["teacher_rte"], tmp_path / "model", damage)
+    args = [o for o in script_overrides(script_name, tmp_path, glue, env, tiny_bert) if not o.startswith(key + "=")]
+    error = refused([f"{'predict' if script_name == P else 'train'}.py", *args, f"{key}={model}"], tmp_path)
+    assert str(model) in error and re.search(problem, error), error
+    assert "copy the model folder again, or train (fine-tune) it again" in error.lower(), error
+    assert "network" not in error and "hub" not in error, error
+
+
+def test_pretrained_folder_without_weights_is_refused_before_training(tmp_path, tiny_bert):
+    from reptiledistil.models import load_for_finetuning
+
+    model = damaged_copy(tiny_bert, tmp_path / "pretrained", "no weights")
+    with pytest.raises(ConfigError, match=r"Pretrained model .*pretrained holds no weights") as e:
+        load_for_finetuning(str(model), get_task("rte"))
+    assert "network" not in str(e.value)
+
+
+def test_a_load_error_in_a_local_folder_never_blames_the_network(tmp_path, tiny_bert):
+    """A file the checks cannot judge (here: a weight file that passes the header check but fails to load)."""
+    from safetensors import SafetensorError
+
+    def broken(name, **kw):
+        raise SafetensorError("Error while deserializing header: invalid dtype")
+
+    with pytest.raises(ConfigError) as e:
+        models._from_pretrained(broken, str(tiny_bert), "model")
+    message = str(e.value)
+    assert f"Could not load model from {tiny_bert}" in message and "SafetensorError" in message
+    assert "Copy the model folder again" in message and "network" not in message
+
+
+# --- labels: empty, NaN, null and None cells are refused in the file where they are -------------------------------
+
+
+def custom_files(tmp: Path, train: str, train_ext: str = "csv") -> list[str]:
+    (tmp / f"train.{train_ext}").write_text(train, encoding="utf-8")
+    (tmp / "dev.csv").write_text("text,label\na cat sat,0\nthe dog ran,1\n", encoding="utf-8")
+    return ["task=custom", f"data.train_file={tmp / f'train.{train_ext}'}", f"data.validation_file={tmp / 'dev.csv'}"]
+
+
+def test_finetune_py_nan_label_in_the_training_file_is_refused_there(tmp_path, tiny_bert):
+    data = custom_files(tmp_path, "text,label\na cat sat,0\nthe dog ran,1\na red house,NaN\nthe mat,1\n")
+    error = refused(["finetune_teacher.py", *data, f"model.teacher_init={tiny_bert}", f"output_dir={tmp_path / 'out'}",
+                     "trainer.accelerator=cpu"], tmp_path)
+    assert f"error: {tmp_path / 'train.csv'}:4: missing label in column 'label' ('NaN'" in error, error
+    assert "dev.csv" not in error
+
+
+@pytest.mark.parametrize("cell, shown, line", [("NaN", "nan", 3), ("null", "null", 3), ('"None"', "'None'", 3),
+                                               ('""', "an empty cell", 3)])
+def test_missing_json_lines_label_is_refused_there(tmp_path, cell, shown, line):
+    from reptiledistil.custom_data import data_settings, training_task
+
+    data = custom_files(tmp_path, '{"text": "a cat", "label": 0}\n\n{"text": "a dog", "label": %s}\n'
+                        '{"text": "the mat", "label": 1}\n' % cell, "jsonl")
+    s = data_settings({"train_file": data[1].split("=", 1)[1], "validation_file": data[2].split("=", 1)[1],
+                       "text_columns": ["text"], "label_column": "label"})
+    with pytest.raises(ConfigError, match=re.escape(f"train.jsonl:{line}: missing label in column 'label' ({shown};")):
+        training_task(s)
+
+
+def test_integer_json_lines_labels_stay_integers(tmp_path):
+    from reptiledistil.custom_data import data_settings, training_task
+
+    data = custom_files(tmp_path, '{"text": "a cat", "label": 0}\n{"text": "a dog", "label": 1}\n', "jsonl")
+    task = training_task(data_settings({"train_file": data[1].split("=", 1)[1], "text_columns": ["text"],
+                                        "validation_file": data[2].split("=", 1)[1], "label_column": "label"}))
+    assert task.labels == ("0", "1")  # as the CSV dev file writes them: never 0.0 and 1.0
+
+
+@pytest.mark.parametrize("cell", ["", "nan", "NaN"])
+def test_missing_glue_score_is_refused_with_its_line(tmp_path, cell):
+    from reptiledistil.data import load_split
+
+    glue = write_glue(tmp_path / "glue_data")
+    f = glue / "STS-B" / "train.tsv"
+    lines = f.read_text(encoding="utf-8").splitlines()
+    lines[2] = lines[2].rsplit("\t", 1)[0] + "\t" + cell
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(f"STS-B/train.tsv:3: the label is missing ({cell!r})")):
+        load_split(get_task("stsb"), "train", str(glue))
+
+
+def test_damaged_onnx_export_is_refused(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from reptiledistil import engines
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / engines.MARKER).write_text(json.dumps({"format": engines.FORMAT, "version": engines.VERSION}))
+    (export / engines.MODEL_FILE).write_bytes(b"\x08\x07half a copy")
+    with pytest.raises(ConfigError, match=r"model\.onnx cannot be loaded by ONNX Runtime .* truncated or damaged.*"
+                                          r"Copy the export folder again, or export the model again"):
+        engines.OnnxRunner(export)

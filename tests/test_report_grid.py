@@ -13,7 +13,7 @@ from reptiledistil.summary import majority_class_scores
 from reptiledistil.tasks import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from report_grid import fill_block, load_runs, still_to_run, summarise, write_report  # noqa: E402
+from report_grid import load_runs, still_to_run, summarise, write_report  # noqa: E402
 
 
 def run(task: str, method: str, seed: int | None, acc: float, teacher_after: float | None = None) -> dict:
@@ -79,18 +79,19 @@ def test_report_lists_what_the_grid_still_lacks(results, tmp_path, monkeypatch):
     assert still_to_run(load_runs(results), {"rte": [1, 2]}, ("kd", "reptile")) == "Every run of the grid is here.\n"
 
 
-def test_project_readme_gets_the_same_tables_between_its_markers(results, tmp_path, monkeypatch):
+def test_hand_written_findings_follow_the_tables_and_survive_regeneration(results, tmp_path, monkeypatch):
     monkeypatch.setenv("GLUE_DIR", str(tmp_path / "nowhere"))
-    readme = tmp_path / "README.md"
-    readme.write_text("# Project\nprose\n<!-- grid minilm: start -->\nold numbers\n<!-- grid minilm: end -->\nafter\n")
-    out = write_report(results, "minilm", {"rte": [1, 2, 3]}, ("kd", "reptile"), readme=readme)
-    text = readme.read_text()
-    assert f"updated the tables in {readme}" in out and "old numbers" not in text
-    assert text.startswith("# Project\nprose\n<!-- grid minilm: start -->\nGLUE dev, best epoch")
-    assert text.endswith("![methods per task](results/minilm/methods.png)\n<!-- grid minilm: end -->\nafter\n")
-    assert "| RTE (accuracy) | - | 60.0 |" in text and "- RTE: vanilla KD (seed 3)" in text
-    before = readme.read_text()
-    assert not fill_block(readme, "minilm-gpu", "x") and readme.read_text() == before  # no markers: untouched
+    plain = write_report(results, "minilm")
+    assert "FINDINGS.md" not in (results / "README.md").read_text()  # none written: no pointer to one
+    findings = "## What the runs show\n\n- RTE: hand-written, with a [chart](methods.png).\n"
+    (results / "FINDINGS.md").write_text(findings)
+    write_report(results, "minilm", {"rte": [1, 2, 3]}, ("kd", "reptile"))
+    page = (results / "README.md").read_text()
+    assert page.endswith("\n![methods per task](methods.png)\n\n" + findings)  # tables, chart, then the findings
+    assert "hand-written in [FINDINGS.md](FINDINGS.md)" in page and "- RTE: vanilla KD (seed 3)" in page
+    write_report(results, "minilm", {"rte": [1, 2, 3]}, ("kd", "reptile"))
+    assert (results / "README.md").read_text() == page  # regenerating changes nothing
+    assert "| RTE (accuracy) |" in plain and not list(results.glob("*.tmp"))
 
 
 def test_majority_class_scores_on_synthetic_data(tmp_path):
@@ -103,7 +104,7 @@ def test_majority_class_scores_on_synthetic_data(tmp_path):
 
 @pytest.mark.skipif(not (SHARED_GLUE / "MRPC" / "dev.tsv").is_file(), reason="real GLUE data not found")
 def test_majority_class_scores_on_real_glue():
-    # the floors quoted in the README: RTE 146/277 not_entailment; MRPC 279/408 paraphrases, F1 = 2*279/(279+408)
+    # the floors quoted on the results page: RTE 146/277 not_entailment; MRPC 279/408 paraphrases, F1 = 2*279/(279+408)
     assert majority_class_scores(get_task("rte"), str(SHARED_GLUE))["accuracy"] == pytest.approx(146 / 277)
     mrpc = majority_class_scores(get_task("mrpc"), str(SHARED_GLUE))
     assert mrpc == pytest.approx({"accuracy": 279 / 408, "f1": 2 * 279 / (279 + 408)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,7 +123,9 @@ def test_checkpoint_of_another_run_or_truncated_is_refused(env, tiny_bert, tmp_p
     assert res.returncode == -signal.SIGKILL
     ckpt = checkpoint_path(out)
     other = _overrides(env, tiny_bert, "train", tmp_path / "kd", "method=kd", f"resume={ckpt}")
-    with pytest.raises(ConfigError, match=r"belongs to another run \(method: checkpoint 'reptile', this run 'kd'\)"):
+    with pytest.raises(ConfigError, match=r"was written with other settings: .*method\.name: reptile in the "
+                                          r"checkpoint, kd now;.* method\.update: pseudo_grad in the checkpoint, not "
+                                          r"set now"):
         distil(compose_cfg("train", other))
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 3])
@@ -135,3 +138,46 @@ def test_resume_without_checkpoint_is_refused(env, tiny_bert, tmp_path):
         distil(compose_cfg("train", _overrides(env, tiny_bert, "train", tmp_path / "none", "resume=true")))
     with pytest.raises(ConfigError, match="no such checkpoint file"):
         distil(compose_cfg("train", _overrides(env, tiny_bert, "train", tmp_path / "none", "resume=/no/such.ckpt")))
+
+
+# --- a checkpoint knows its run: other settings are refused before any model is loaded ------------------------
+
+
+@pytest.fixture(scope="module")
+def killed_run(rte_teacher, tiny_bert, tmp_path_factory):
+    """A distillation killed at step 5 (alpha 0.5, batch_size 4, seed 42): its output folder holds a checkpoint."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    res = _run("train", _overrides(rte_teacher, tiny_bert, "train", out), kill=f"{int(signal.SIGKILL)}:5")
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("changed, named", [
+    (["alpha=0.9"], [r"alpha: 0\.5 in the checkpoint, 0\.9 now"]),
+    (["batch_size=8"], [r"batch_size: 4 in the checkpoint, 8 now"]),
+    (["seed=7"], [r"seed: 42 in the checkpoint, 7 now"]),
+    (["seed=7", "alpha=0.9", "epochs=3"], [r"alpha: 0\.5 in the checkpoint, 0\.9 now", r"epochs: 2 in the checkpoint, 3 now",
+                                         r"seed: 42 in the checkpoint, 7 now"]),
+], ids=["alpha", "batch_size", "seed", "three"])
+def test_resume_with_other_settings_is_refused_before_loading(rte_teacher, tiny_bert, killed_run, monkeypatch,
+                                                              changed, named):
+    import reptiledistil.run as run
+
+    def fail(*a, **k):
+        pytest.fail("a model was loaded before the resume was refused")
+
+    for name in ("load_finetuned", "build_student", "load_tokenizer", "_training_data"):
+        monkeypatch.setattr(run, name, fail)
+    ckpt = checkpoint_path(killed_run)
+    before = ckpt.read_bytes()
+    cfg = compose_cfg("train", _overrides(rte_teacher, tiny_bert, "train", killed_run, *changed, "resume=true",
+                                          "checkpoint_every_n_steps=3", "data.num_workers=1", "eval_batch_size=2"))
+    with pytest.raises(ConfigError) as e:
+        distil(cfg)
+    message = str(e.value)
+    assert "was written with other settings" in message
+    for n in named:
+        assert re.search(n, message), message
+    assert message.count(" in the checkpoint, ") == len(named), message  # locations and knobs are not compared
+    assert "Resume with the settings it was written with, or pass overwrite=true" in message
+    assert ckpt.read_bytes() == before and not killed_run.exists()

@@ -1,7 +1,8 @@
-"""Keeps the best-on-dev model (HF format) and the per-epoch dev history."""
+"""Keeps the best-on-dev model (HF format) and the per-epoch dev history; checkpoints; the progress bar."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -10,8 +11,27 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
 
 from .outputs import atomic_dir
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's progress bar with epochs counted from 1, as everywhere else (`Epoch 2/2`, not `Epoch 1`)."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_) -> None:  # Lightning's, with our description
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}{of}", refresh=False)
+        self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))  # shows the new description
+        self.train_progress_bar.initial = 0
+
+
+def progress_bar(trainer_cfg) -> list[pl.Callback]:
+    """The trainer's progress bar callback: none where the config turns the bar off."""
+    return [EpochProgressBar()] if trainer_cfg.get("enable_progress_bar", True) else []
 
 
 class BestOnDev(pl.Callback):
@@ -40,7 +60,9 @@ class BestOnDev(pl.Callback):
         record = {"epoch": trainer.current_epoch + 1, "step": getattr(pl_module, "outer_step", trainer.global_step),
                   **pl_module.last_eval}
         self.history.append(record)
-        if self.best is not None and record["selection"] <= self.best["selection"]:
+        # An undefined score (NaN: constant predictions) never displaces a real one.
+        score = lambda r: -math.inf if math.isnan(r["selection"]) else r["selection"]
+        if self.best is not None and score(record) <= score(self.best):
             return
         self.best = record
         if trainer.is_global_zero:
@@ -61,10 +83,12 @@ class ResumableCheckpoint(pl.Callback):
     the resumed run sees the same batches and dropout masks as an uninterrupted one.
     """
 
-    def __init__(self, path: Path, every_n_steps: int | None = None, identity: dict | None = None):
+    def __init__(self, path: Path, every_n_steps: int | None = None, identity: dict | None = None,
+                 settings: dict | None = None):
         self.path = Path(path)
         self.every_n_steps = every_n_steps
         self.identity = identity or {}  # task, method, shapes: checked before a resume (resume.py)
+        self.settings = settings or {}  # the run's resolved settings (resume.run_settings): idem
         self.batches_done = 0  # in the current epoch
         self._rng: dict | None = None
         self._stop_signal: int | None = None
@@ -72,7 +96,8 @@ class ResumableCheckpoint(pl.Callback):
 
     # -- what goes into the checkpoint ------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"batches_done": self.batches_done, "rng": _rng_states(), "identity": self.identity}
+        return {"batches_done": self.batches_done, "rng": _rng_states(), "identity": self.identity,
+                "settings": self.settings}
 
     def load_state_dict(self, state: dict) -> None:
         # A mid-epoch restart does not call on_train_epoch_start: the position is set here (the data

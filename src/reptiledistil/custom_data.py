@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import datasets
 
 from .errors import ConfigError
-from .tasks import CUSTOM, EvalSplit, Task, TestSplit
+from .tasks import CUSTOM, EvalSplit, Task, TestSplit, is_missing_label
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"}
 TASK_TYPES = ("classification", "regression")
@@ -244,21 +244,42 @@ def sort_labels(names) -> tuple[str, ...]:
 
 
 def _label_name(value: Any) -> str | None:
-    if value is None:
-        return None
-    s = str(value).strip()
-    return s or None
+    return None if is_missing_label(value) else str(value).strip()
+
+
+def _missing(path: Path, fmt: str, ds: datasets.Dataset, col: str) -> None:
+    """Refuse the first empty, NaN, null or None label, naming its file and line."""
+    bad = next((i for i, v in enumerate(ds[col]) if is_missing_label(v)), None)
+    if bad is not None:
+        raise _missing_label(_where(path, fmt, bad), col, ds[col][bad])
+
+
+def _missing_label(where: str, col: str, value: Any) -> ConfigError:
+    shown = "null" if value is None else "an empty cell" if str(value).strip() == "" else repr(value)
+    return ConfigError(f"{where}: missing label in column {col!r} ({shown}; empty cells, NaN, null and None are not "
+                       "labels). Every example needs a label: fill it in or remove the row.")
+
+
+def _json_missing_label(path: Path, col: str) -> None:
+    """The first JSON line whose label is missing (NaN, null, "", "None", ...), as a ConfigError with its line.
+    A line without the column, or that is not a JSON object, is left to read_table and _require_columns."""
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, start=1):
+            try:
+                obj = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            if isinstance(obj, dict) and col in obj and is_missing_label(obj[col]):
+                raise _missing_label(f"{path}:{lineno}", col, obj[col])
 
 
 def _class_names(ds: datasets.Dataset, path: Path, fmt: str, col: str) -> list[str]:
-    names = [_label_name(v) for v in ds[col]]
-    if None in names:
-        raise ConfigError(f"{_where(path, fmt, names.index(None))}: empty label in column {col!r}. Every example needs "
-                          "a label: fill it in or remove the row.")
-    return names
+    _missing(path, fmt, ds, col)
+    return [_label_name(v) for v in ds[col]]
 
 
 def _scores(ds: datasets.Dataset, path: Path, fmt: str, col: str) -> list[float]:
+    _missing(path, fmt, ds, col)
     out = []
     for i, v in enumerate(ds[col]):
         s = _label_name(v)
@@ -297,6 +318,9 @@ def _labelled(s: DataSettings, key: str, labels: tuple[str, ...] | None, known_f
     Classification, `labels` None: the training file, whose labels define the classes. Otherwise every label must
     be one of `labels` (`known_from` says where they come from, for the message).
     """
+    path, fmt = _check_file(getattr(s, key), key)
+    if fmt == "json":  # before datasets reads it: a NaN turns the column into floats, a "" next to ints fails it
+        _json_missing_label(path, s.label_column)
     ds, path, fmt = read_table(getattr(s, key), key)
     _require_columns(ds, path, [(c, "text_columns") for c in s.text_columns] + [(s.label_column, "label_column")])
     cols = _glue_columns(ds, s, path, ids=False)

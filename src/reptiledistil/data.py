@@ -7,6 +7,7 @@ and, for labelled splits, `labels` (class id, or float score for STS-B).
 from __future__ import annotations
 
 import csv
+import math
 import os
 import sys
 import uuid
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from .errors import ConfigError
-from .tasks import Task
+from .tasks import Task, is_missing_label
 
 GLUE_HELP = (
     "Get GLUE with the classic download_glue_data.py script (it writes glue_data/<TASK>/*.tsv), "
@@ -90,11 +91,16 @@ def _not_utf8(path: Path) -> str:
 
 
 def _label_id(task: Task, value: str, where: str) -> float | int:
+    if is_missing_label(value):  # float("nan") would pass as an STS-B score and poison every metric
+        raise ConfigError(f"{where}: the label is missing ({value!r}). Re-download the file, or fix that line.")
     if task.is_regression:
         try:
-            return float(value)
+            score = float(value)
         except ValueError:
-            raise ConfigError(f"{where}: label {value!r} is not a number (task {task.name} is a regression task).") from None
+            score = None
+        if score is None or not math.isfinite(score):
+            raise ConfigError(f"{where}: label {value!r} is not a number (task {task.name} is a regression task).")
+        return score
     if value not in task.labels:
         raise ConfigError(f"{where}: unknown label {value!r} for task {task.name}; expected one of {list(task.labels)}.")
     return task.labels.index(value)

@@ -7,7 +7,7 @@
     onnx    int8       the same graph, dynamically quantized by ORT (int8 weights)      CPU
 
 int8 is ONNX Runtime's: it was faster than PyTorch's dynamic int8 (torch.ao, deprecated in torch 2.13) in every
-case measured (both presets, batch 1 and 32; README Performance), at the same accuracy, so that path is gone.
+case measured (both presets, batch 1 and 32; docs/performance.md), at the same accuracy, so that path is gone.
 
 `resolve_engine` checks a choice against the model directory and the machine before anything is loaded; a
 runner (`TorchRunner`, `OnnxRunner`) maps a batch of token tensors to fp32 logits on the CPU.
@@ -140,7 +140,7 @@ def resolve_engine(engine: str, precision: str, quantize: str, model_dir: str | 
     if quantize == "int8":
         if engine == "torch":
             raise ConfigError("int8 runs on ONNX Runtime (faster than PyTorch's dynamic int8 in every case measured, "
-                              "README Performance): drop engine=torch, or drop quantize=int8.")
+                              "docs/performance.md): drop engine=torch, or drop quantize=int8.")
         engine = "onnx"
     if engine == "auto":
         engine = "torch"
@@ -193,7 +193,13 @@ class OnnxRunner:
         # next batch's collation); measured: it slowed the model timed after it by up to 2x on 2 cores.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = Path(model_dir) / self.marker.get("model", MODEL_FILE)
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT's own types (InvalidProtobuf, Fail) are not OSError/RuntimeError subclasses
+            raise ConfigError(f"{path} cannot be loaded by ONNX Runtime ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}): it is truncated or "
+                              "damaged, e.g. a half-finished copy. Copy the export folder again, or export the model "
+                              "again (predict.py export=onnx export_dir=<dir>).") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.num_labels = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("num_labels", 2)
 

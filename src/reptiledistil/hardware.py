@@ -78,6 +78,6 @@ def resolve_hardware(accelerator: str, precision) -> Hardware:
 
 
 def default_share_forward(accelerator: str) -> bool:
-    """`method.share_forward=auto`: measured faster on CPU (it saves a student forward there, README
-    Performance); on an H100 the separate forwards were faster in the one GPU measurement we have."""
+    """`method.share_forward=auto`: measured faster on CPU (it saves a student forward there,
+    docs/performance.md); on an H100 the separate forwards were faster in the one GPU measurement we have."""
     return accelerator == "cpu"

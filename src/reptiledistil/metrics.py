@@ -6,6 +6,8 @@ The selection metric (used to pick the best epoch) is the mean of the task's `se
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchmetrics import Accuracy, F1Score, Metric, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
 from torchmetrics.classification import BinaryMatthewsCorrCoef
@@ -58,6 +60,19 @@ def compute_metrics(task: Task, preds: torch.Tensor, labels: torch.Tensor) -> di
     mc = build_metrics(task)
     mc.update(preds, labels)
     return {k: float(v) for k, v in mc.compute().items()}
+
+
+UNDEFINED = "undefined (constant predictions or labels)"
+
+
+def format_metrics(results: dict[str, float], prefix: str = "", percent: bool = False, sep: str = "=") -> str:
+    """`name=value, ...` for the metrics under `prefix`. A correlation of constant predictions is undefined (NaN):
+    it is said so in words, never printed like a score."""
+    def show(v: float) -> str:
+        return UNDEFINED if math.isnan(v) else f"{100 * v:.1f}" if percent else f"{v:.4f}"
+
+    return ", ".join(f"{k[len(prefix):]}{sep}{show(v)}" for k, v in results.items()
+                     if k.startswith(prefix) and k not in ("epoch", "step"))
 
 
 def selection_score(task: Task, results: dict[str, float], prefix: str = "") -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -28,25 +30,113 @@ def _is_hub_id(name: str) -> bool:
     return not name.startswith((".", "/", "~")) and name.count("/") <= 1 and not Path(name).suffix == ".json"
 
 
-def check_model_source(name_or_path: str, what: str, hint: str = "") -> str:
-    """Refuse a local path that does not exist before anything slow happens."""
+def check_model_source(name_or_path: str, what: str, hint: str = "", weights: bool = False) -> str:
+    """Refuse a local path that does not exist, or a model folder whose config.json (and, with `weights`, whose
+    weights) cannot be read, before anything slow happens. A hub id passes through."""
     name_or_path = str(name_or_path)
     p = Path(name_or_path).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
             raise ConfigError(f"{what} {p.resolve()} exists but holds no model (no config.json). {hint}".strip())
+        check_config_json(p, what, hint)
+        if weights:
+            check_weights(p, what, hint)
         return str(p)
     if not _is_hub_id(name_or_path):
         raise ConfigError(f"{what} {p.resolve()} does not exist. {hint}".strip())
     return name_or_path
 
 
+def _damaged(what: str, folder: Path, file: str, problem: str, hint: str) -> ConfigError:
+    return ConfigError(f"{what} {folder.resolve()}: {file} {problem}. A half-finished copy looks like this: copy the "
+                       f"model folder again, or train (fine-tune) it again. {hint}".strip())
+
+
+def check_config_json(folder: Path, what: str, hint: str = "") -> None:
+    """config.json parses as a JSON object (a truncated copy or an edit gone wrong would fail deep inside
+    transformers)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise _damaged(what, folder, "config.json", f"cannot be read as JSON ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:120]})", hint) from None
+    if not isinstance(config, dict):
+        raise _damaged(what, folder, "config.json", f"holds a JSON {type(config).__name__}, not an object", hint)
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a .safetensors file, read from its header alone (None: sound). The format is an 8-byte
+    little-endian header length, a JSON header giving each tensor's byte range, then the data: a truncated file is
+    shorter than the header's last range ends."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if len(head) < 8 or n > size - 8:
+            return f"is cut short ({size} bytes, inside its header)"
+        try:
+            header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            return f"has an unreadable header ({type(e).__name__})"
+    if size != 8 + n + end:
+        cut = "is cut short" if size < 8 + n + end else "has trailing bytes"
+        return f"{cut}: {size} bytes, but its header describes {8 + n + end}"
+    return None
+
+
+def _weights_problem(path: Path) -> str | None:
+    if not path.is_file():
+        return "is missing"
+    if path.suffix == ".safetensors":
+        return safetensors_problem(path)
+    try:  # pytorch_model.bin: a zip archive whose directory sits at the end, so a cut file cannot be opened
+        zipfile.ZipFile(path).close()
+    except (zipfile.BadZipFile, OSError) as e:
+        return f"is not a complete PyTorch archive ({e})"
+    return None
+
+
+def check_weights(folder: Path, what: str, hint: str = "") -> None:
+    """A model folder has weights (model.safetensors, pytorch_model.bin or the shards an index names), and each
+    file is whole, checked from its header and size in milliseconds."""
+    files: list[str] = []
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index).is_file():
+            try:
+                files = sorted(set(json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"].values()))
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise _damaged(what, folder, index, f"cannot be read ({type(e).__name__})", hint) from None
+            break
+    else:
+        files = [f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()][:1]
+    if not files:
+        raise ConfigError(f"{what} {folder.resolve()} holds no weights (no model.safetensors or pytorch_model.bin "
+                          f"beside config.json): it is incomplete. Copy the model folder again, or train (fine-tune) "
+                          f"it again. {hint}".strip())
+    for name in files:
+        problem = _weights_problem(folder / name)
+        if problem:
+            raise _damaged(what, folder, name, problem, hint)
+
+
 def _from_pretrained(fn, name: str, what: str, **kw):
+    from safetensors import SafetensorError
+
+    local = Path(str(name)).expanduser().exists()
     try:
         return fn(name, **kw)
-    except OSError as e:  # not local and the hub cannot be reached or has no such repo
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if local:  # a folder on disk: the hub was never asked, whatever transformers' message says
+            raise ConfigError(f"Could not load {what} from {Path(str(name)).resolve()} ({type(e).__name__}: {first}): "
+                              "a file in it is missing or damaged. Copy the model folder again, or train (fine-tune) "
+                              "it again.") from None
+        if not isinstance(e, OSError):
+            raise
+        # not local and the hub cannot be reached or has no such repo
         raise ConfigError(f"Could not load {what} {name!r}: not a local model directory, and loading it from the "
-                          f"Hugging Face hub failed ({str(e).splitlines()[0]}). Check the path or your network.") from None
+                          f"Hugging Face hub failed ({first}). Check the path or your network.") from None
 
 
 def load_tokenizer(name_or_path: str):
@@ -76,11 +166,46 @@ def task_config(name_or_path: str, task: Task, **overrides):
 FP32 = {"dtype": torch.float32}
 
 
+class _Fp32Forward:
+    """Mixin for a task head: its forward runs in fp32 even under autocast.
+
+    bf16 keeps about 3 significant digits: a regression score between 4 and 5 moves in steps of 0.03, so a small
+    model's STS-B scores collapse to one value (Pearson undefined) and a real model's are coarsened; class logits
+    that the losses and metrics read are rounded alike. The head is a few thousand multiply-adds: fp32 costs nothing.
+    """
+
+    def forward(self, *args, **kwargs):
+        x = next((a for a in (*args, *kwargs.values()) if torch.is_tensor(a)), None)
+        device = x.device.type if x is not None else "cpu"
+        if not torch.is_autocast_enabled(device):
+            return super().forward(*args, **kwargs)
+        as_fp32 = lambda a: a.float() if torch.is_tensor(a) and a.is_floating_point() else a
+        with torch.autocast(device, enabled=False):
+            return super().forward(*map(as_fp32, args), **{k: as_fp32(v) for k, v in kwargs.items()})
+
+
+_FP32_HEADS: dict[type, type] = {}
+
+
+def fp32_head(model: PreTrainedModel) -> PreTrainedModel:
+    """Run `model`'s task head (every child with weights outside the encoder: classifier, DistilBERT's
+    pre_classifier, DeBERTa's pooler) in fp32 under any precision. Its class is swapped for an fp32 subclass, so
+    the weights, their names and the saved files stay exactly as they were."""
+    for name, child in model.named_children():
+        if name == model.base_model_prefix or isinstance(child, _Fp32Forward) or next(child.parameters(), None) is None:
+            continue
+        cls = type(child)
+        if cls not in _FP32_HEADS:
+            _FP32_HEADS[cls] = type(f"Fp32{cls.__name__}", (_Fp32Forward, cls), {})
+        child.__class__ = _FP32_HEADS[cls]
+    return model
+
+
 def load_for_finetuning(name_or_path: str, task: Task) -> PreTrainedModel:
     """A pretrained encoder with a new head for `task` (the head is freshly initialised)."""
-    src = check_model_source(name_or_path, "Pretrained model")
-    return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, src, "pretrained model",
-                            config=task_config(src, task), **FP32)
+    src = check_model_source(name_or_path, "Pretrained model", weights=True)
+    return fp32_head(_from_pretrained(AutoModelForSequenceClassification.from_pretrained, src, "pretrained model",
+                                      config=task_config(src, task), **FP32))
 
 
 def check_head(config, task: Task, where: str, fix: str) -> None:
@@ -122,6 +247,10 @@ def check_finetuned_config(path: str, task: Task, what: str = "Model", hint: str
         raise ConfigError(f"{what} {src} is not a sequence classifier (its architecture is {', '.join(archs)}): it has "
                           f"no fine-tuned head to predict with. Fine-tune it first (finetune_teacher.py). {hint}".strip())
     check_head(config, task, f"{what} {src}", hint)
+    from .engines import is_export_dir
+
+    if Path(src).exists() and not is_export_dir(src):  # an export's model.onnx: checked by engines.read_marker
+        check_weights(Path(src), what, hint)
     return config
 
 
@@ -133,8 +262,8 @@ def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -
     if is_export_dir(path):
         raise ConfigError(f"{what} {path} is an export for inference (predict.py) only. Pass the PyTorch model "
                           f"directory it was exported from. {hint}".strip())
-    return _from_pretrained(AutoModelForSequenceClassification.from_pretrained, str(path), what.lower(), config=config,
-                            **FP32)
+    return fp32_head(_from_pretrained(AutoModelForSequenceClassification.from_pretrained, str(path), what.lower(),
+                                      config=config, **FP32))
 
 
 def build_student(init: str, source: str, task: Task, num_layers: int | None = None,
@@ -155,4 +284,4 @@ def build_student(init: str, source: str, task: Task, num_layers: int | None = N
     config = task_config(check_model_source(source, "Student source"), task, num_hidden_layers=n)
     student = AutoModelForSequenceClassification.from_config(config, **FP32)
     copy_teacher_layers(full, student, mapping)
-    return student
+    return fp32_head(student)

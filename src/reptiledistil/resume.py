@@ -36,15 +36,92 @@ def describe(path: Path) -> str:
     return f"{path} (saved {when})"
 
 
-def check_checkpoint(path: Path, identity: dict) -> None:
-    """Refuse a checkpoint that cannot be read, or that was written by another task, method or model shape."""
+# Settings that do not change what a run computes, left out of the settings a checkpoint stores (and so free
+# to differ on resume): where things are (output_dir, log_dir, data.glue_dir, teacher_dir, the model sources and
+# custom data files: a run moved to another machine or folder resumes; what the models are is checked by shape,
+# `identity`, after loading), how it is watched (logger, progress bar, model summary, log_every_n_steps), how it
+# is saved or resumed (resume, overwrite, checkpoint_every_n_steps, save_teacher, trainer.enable_checkpointing),
+# and speed or memory knobs that leave the training steps alone (data.num_workers, eval_batch_size). The
+# accelerator and precision are stored resolved (auto is bf16 on one machine, fp32 on another; the accelerator
+# also decides method.share_forward=auto). Everything else, keys a later version adds included, is stored: a
+# difference refuses the resume rather than train half a run with each value and record only the second.
+UNSTORED = ("output_dir", "log_dir", "teacher_dir", "resume", "overwrite", "checkpoint_every_n_steps",
+            "save_teacher", "eval_batch_size", "logger", "data.glue_dir", "data.num_workers", "data.train_file",
+            "data.validation_file", "data.test_file", "model.teacher_init", "model.student.source",
+            "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+            "trainer.log_every_n_steps", "trainer.enable_checkpointing")
+
+
+def run_settings(cfg, resolved: dict | None = None) -> dict:
+    """The settings that decide a run's result, as {dotted key: value}: stored in its checkpoint, compared on resume.
+
+    A key whose value is an interpolation (epochs: ${model.distil.epochs}, the optimizers' lr) is left out: its
+    source key is compared, so a difference is named once, where the user set it. `resolved`: values that replace
+    the configured ones, e.g. {"trainer.precision": "32-true"} for trainer.precision=auto.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    out: dict = {}
+
+    def walk(node, prefix: str) -> None:
+        for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
+            name = f"{prefix}{key}"
+            if name in UNSTORED or OmegaConf.is_interpolation(node, key):
+                continue
+            value = node[key]
+            if isinstance(value, DictConfig):
+                walk(value, name + ".")
+            else:  # a list is one value (betas: [0.9, 0.999])
+                out[name] = OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+    walk(cfg, "")
+    return {**out, **(resolved or {})}
+
+
+def _saved_state(path: Path) -> dict:
+    """ResumableCheckpoint's part of a checkpoint. mmap: the tensors (both networks, optimizers) are not read."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        saved = next(v["identity"] for v in ckpt["callbacks"].values() if isinstance(v, dict) and "identity" in v)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return next(v for v in ckpt["callbacks"].values() if isinstance(v, dict) and "identity" in v)
     except Exception as e:  # truncated file, not a checkpoint, or not one of ours
         raise ConfigError(f"Checkpoint {path} cannot be resumed from ({type(e).__name__}: {str(e)[:120]}): it is "
                           "truncated, corrupt or not written by this project. Pass overwrite=true to start the "
                           "run over, or resume=<another checkpoint>.") from None
+
+
+def resume_target(cfg) -> Path | None:
+    """The checkpoint this run would continue from (resume=true: the output directory's own, if it exists)."""
+    resume = resume_request(cfg.get("resume", False))
+    if resume is True:
+        ckpt = checkpoint_path(cfg.output_dir)
+        return ckpt if ckpt.is_file() else None  # none: _staged says so
+    return resume or None
+
+
+def check_settings(path: Path, settings: dict) -> None:
+    """Refuse to continue a checkpoint written with other settings: the run would train half with each and record
+    only the new ones. Cheap (no tensor is read), so it runs before any model is loaded."""
+    saved = _saved_state(path).get("settings")
+    if saved is None:  # written before checkpoints stored their settings: nothing to compare
+        print(f"warning: checkpoint {path} does not record its settings; resuming it assumes they are unchanged.")
+        return
+    diffs = [f"{k}: {_show(saved.get(k, _UNSET))} in the checkpoint, {_show(settings.get(k, _UNSET))} now"
+             for k in sorted(set(saved) | set(settings)) if saved.get(k, _UNSET) != settings.get(k, _UNSET)]
+    if diffs:
+        raise ConfigError(f"Checkpoint {path} was written with other settings: {'; '.join(diffs)}. Resume with the "
+                          "settings it was written with, or pass overwrite=true (without resume) to start the run "
+                          "again with the new ones.")
+
+
+_UNSET = object()  # a key one side has and the other lacks (method.update: reptile only)
+
+
+def _show(value) -> str:
+    return "not set" if value is _UNSET else "null" if value is None else str(value)
+
+
+def check_checkpoint(path: Path, identity: dict) -> None:
+    """Refuse a checkpoint that cannot be read, or that was written by another task, method or model shape."""
+    saved = _saved_state(path)["identity"]
     diffs = [f"{k}: checkpoint {saved.get(k)!r}, this run {v!r}" for k, v in identity.items() if saved.get(k) != v]
     if diffs:
         raise ConfigError(f"Checkpoint {path} belongs to another run ({'; '.join(diffs)}). Resume with the "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import sys
@@ -16,22 +15,23 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .callbacks import BestOnDev, ResumableCheckpoint
+from .callbacks import BestOnDev, ResumableCheckpoint, progress_bar
 from .checks import check_writable
 from .config import check_config
 from .data import GlueDataModule, check_max_seq_length, load_training_splits
 from .errors import ConfigError
 from .hardware import Hardware, default_share_forward, resolve_hardware
 from .layer_map import layer_mapping, parameter_pairs
+from .metrics import format_metrics
 from .model_card import write_model_card
 from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer
 from .module import METHODS, TEACHER_LEARNS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
 from .naming import basename, is_multirun
-from .resume import check_checkpoint, checkpoint_path, describe, resume_request
+from .resume import (check_checkpoint, check_settings, checkpoint_path, describe, resume_request, resume_target,
+                     run_settings)
 from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
 from .tasks import task_for
 
-log = logging.getLogger("reptiledistil")
 
 
 
@@ -88,7 +88,7 @@ def _hardware(cfg: DictConfig) -> Hardware:
 
 def _trainer(cfg: DictConfig, hw: Hardware, callbacks) -> pl.Trainer:
     trainer = hydra.utils.instantiate(cfg.trainer, accelerator=hw.accelerator, precision=hw.precision,
-                                      callbacks=callbacks, logger=_logger(cfg))
+                                      callbacks=[*callbacks, *progress_bar(cfg.trainer)], logger=_logger(cfg))
     if trainer.logger is not None:  # W&B run config / CSV hparams.yaml: every resolved hyper-parameter
         trainer.logger.log_hyperparams({**_resolved(cfg), "resolved_precision": hw.precision,
                                         "run_name": basename(cfg.output_dir)})
@@ -151,6 +151,17 @@ def _staged(cfg: DictConfig):
         raise
 
 
+def _run_settings(cfg: DictConfig, hw: Hardware) -> dict:
+    return run_settings(cfg, {"trainer.accelerator": hw.accelerator, "trainer.precision": hw.precision})
+
+
+def _check_resume(cfg: DictConfig, hw: Hardware) -> None:
+    """resume=: the checkpoint's stored settings against this run's, before any model is loaded."""
+    ckpt = resume_target(cfg)
+    if ckpt is not None:
+        check_settings(ckpt, _run_settings(cfg, hw))
+
+
 def _has_files(d: Path) -> bool:
     return d.is_dir() and any(p.is_file() for p in d.rglob("*"))
 
@@ -159,7 +170,8 @@ def _fit(cfg, hw: Hardware, module, dm, stage: Path, model_subdir: str, tokenize
          resume_from: Path | None) -> BestOnDev:
     best = BestOnDev(stage / model_subdir if model_subdir else stage, tokenizer)
     every = cfg.get("checkpoint_every_n_steps")
-    saver = ResumableCheckpoint(checkpoint_path(cfg.output_dir), int(every) if every else None, identity)
+    saver = ResumableCheckpoint(checkpoint_path(cfg.output_dir), int(every) if every else None, identity,
+                                _run_settings(cfg, hw))
     if resume_from is not None:
         check_checkpoint(resume_from, identity)
         print(f"resuming from {describe(resume_from)}")
@@ -210,13 +222,11 @@ def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(log_dir) / summary_file, summary)
     b, f = summary["best"], summary["final"]
-    fmt = lambda r, t="": ", ".join(f"{k[len(t):]}={v:.4f}" for k, v in r.items()
-                                    if k.startswith(t) and not k.startswith("teacher_" if not t else "-")
-                                    and k not in ("epoch", "step"))
-    print(f"{what} saved to {model_dir}\n  best dev (epoch {b['epoch']}): {fmt(b)}\n"
-          f"  final dev (epoch {f['epoch']}): {fmt(f)}")
+    own = lambda r: format_metrics({k: v for k, v in r.items() if not k.startswith("teacher_")})
+    print(f"{what} saved to {model_dir}\n  best dev (epoch {b['epoch']}): {own(b)}\n"
+          f"  final dev (epoch {f['epoch']}): {own(f)}")
     if "teacher_selection" in f:  # Reptile: what the updated teacher scores itself
-        print(f"  teacher after distillation (epoch {f['epoch']}): {fmt(f, 'teacher_')}")
+        print(f"  teacher after distillation (epoch {f['epoch']}): {format_metrics(f, 'teacher_')}")
 
 
 def finetune(cfg: DictConfig) -> dict:
@@ -225,6 +235,7 @@ def finetune(cfg: DictConfig) -> dict:
     task = task_for(cfg)
     hw = _hardware(cfg)
     check_writable(cfg.output_dir, "output_dir", beside=True)
+    _check_resume(cfg, hw)
     splits = _training_data(cfg, task)
     with _staged(cfg) as (out, stage, resume_from):
         pl.seed_everything(cfg.seed, workers=True)
@@ -311,6 +322,7 @@ def distil(cfg: DictConfig) -> dict:
     task = task_for(cfg)
     hw = _hardware(cfg)
     check_writable(cfg.output_dir, "output_dir", beside=True)
+    _check_resume(cfg, hw)
     splits = _training_data(cfg, task)
     check_quiz_fits(cfg, splits)
     method = cfg.method.name
@@ -330,7 +342,8 @@ def distil(cfg: DictConfig) -> dict:
             pairs = parameter_pairs(teacher, student, mapping)  # checks widths, vocab and label count
             if method == "reptile" and not cfg.method.update_head:
                 pairs = pairs.without_head(teacher.base_model_prefix)  # the teacher keeps its own classifier
-            log.info("layer mapping (%s): %s", cfg.strategy.name, mapping)
+            if _is_rank_zero():
+                print(f"layer mapping ({cfg.strategy.name}): {mapping}")  # plain, like every console line
         dm = _datamodule(cfg, task, tokenizer, splits)
         module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits], distil_settings(cfg, hw),
                               hydra.utils.instantiate(cfg.student_optimizer),
@@ -466,7 +479,7 @@ def predict(cfg: DictConfig) -> dict:
                     logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
                     m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
                 result[name] = m
-                print(f"{task.name} {name} ({len(ds)} examples): " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()))
+                print(f"{task.name} {name} ({len(ds)} examples): {format_metrics(m)}")
             else:
                 logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
                 write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .metrics import compute_metrics, format_metrics
 from .tasks import get_task
 
 
@@ -52,7 +53,6 @@ def majority_class_scores(task, glue_dir: str | None = None) -> dict[str, float]
     must clear (MRPC: F1 81.2, accuracy 68.4; CoLA: MCC 0). None for regression, where a constant has no
     correlation."""
     from .data import load_split
-    from .metrics import compute_metrics
 
     if task.is_regression:
         return None
@@ -61,7 +61,7 @@ def majority_class_scores(task, glue_dir: str | None = None) -> dict[str, float]
 
 
 def _score(metrics: dict, task, prefix: str = "dev_") -> str:
-    return ", ".join(f"{k} {100 * metrics[prefix + k]:.1f}" for k in task.metrics if prefix + k in metrics)
+    return format_metrics({k: metrics[prefix + k] for k in task.metrics if prefix + k in metrics}, percent=True, sep=" ")
 
 
 def summary_table(task_name: str, teacher: Path, run: Path, predictions: Path) -> str:

@@ -15,6 +15,19 @@ if TYPE_CHECKING:
     from .custom_data import CustomData
 
 
+# Label cells that mean "no label": what spreadsheets, pandas (NaN) and JSON (null, NaN) write for a missing value.
+# Read as text they would become a class of their own, or (JSON NaN) turn every label of the file into a float.
+MISSING_LABELS = ("", "nan", "null", "none")
+
+
+def is_missing_label(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and value != value:  # NaN
+        return True
+    return str(value).strip().lower() in MISSING_LABELS
+
+
 @dataclass(frozen=True)
 class EvalSplit:
     """One labelled evaluation file (MNLI has two: matched and mismatched)."""

@@ -1,0 +1,87 @@
+"""Learning curves: the dev selection score of every epoch, per task and method, from the grid's JSON runs.
+
+Answers "how long must a student train?": one chart per task (dev score against epoch, one line per run) and a
+table that says, per run, its best epoch and how many epochs it has gone without a new best.
+
+  python bench/learning_curves.py results/minilm-ep8        # -> results/minilm-ep8/curves-<task>.png
+  python bench/learning_curves.py results/minilm-ep8 results/minilm --tasks mrpc stsb
+                                                            # several grids on one chart (dashed: the later ones)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_histories(results: Path, tasks: list[str] | None) -> dict[str, dict[str, list[dict]]]:
+    """{task: {"<method> seed <n>": [per-epoch record, ...]}} for the student runs under results/<task>/."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for path in sorted(results.glob("*/*.json")):
+        doc = json.loads(path.read_text())
+        if doc.get("method") == "teacher" or (tasks and doc["task"] not in tasks):
+            continue
+        out.setdefault(doc["task"], {})[f"{doc['method']} seed {doc['seed']}"] = doc["history"]
+    return out
+
+
+def stalled_for(history: list[dict]) -> tuple[int, int]:
+    """(best epoch, epochs trained since it): 2 or more means the dev score has stopped rising."""
+    best = max(history, key=lambda r: r["selection"])
+    return best["epoch"], history[-1]["epoch"] - best["epoch"]
+
+
+def table(name: str, task: str, runs: dict[str, list[dict]]) -> str:
+    epochs = max(len(h) for h in runs.values())
+    head = f"{name} {task}: dev selection score x100 per epoch"
+    lines = [head, f"{'run':<18}" + "".join(f"{e:>7}" for e in range(1, epochs + 1)) + "   best  since"]
+    for label, hist in sorted(runs.items()):
+        best, since = stalled_for(hist)
+        cells = "".join(f"{100 * r['selection']:7.1f}" for r in hist) + " " * 7 * (epochs - len(hist))
+        lines.append(f"{label:<18}{cells}{best:>7}{since:>7}")
+    return "\n".join(lines)
+
+
+def chart(task: str, grids: list[tuple[str, dict[str, list[dict]]]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, (name, runs) in enumerate(grids):
+        for label, hist in sorted(runs.items()):
+            ax.plot([r["epoch"] for r in hist], [100 * r["selection"] for r in hist], marker="o", markersize=3,
+                    linestyle="-" if i == 0 else "--", label=f"{label} ({name})" if len(grids) > 1 else label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("dev selection score (x100)")
+    ax.set_title(f"{task}: student learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+", type=Path, help="results/<preset>[-<tag>] folders; charts go to the first")
+    ap.add_argument("--tasks", nargs="+")
+    args = ap.parse_args()
+    grids = [(r.name, load_histories(r, args.tasks)) for r in args.results]
+    for task in sorted({t for _, g in grids for t in g}):
+        present = [(name, g[task]) for name, g in grids if task in g]
+        for name, runs in present:
+            print(table(name, task, runs) + "\n")
+        out = args.results[0] / f"curves-{task}.png"
+        chart(task, present, out)
+        print(f"wrote {out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out}\n")
+
+
+if __name__ == "__main__":
+    main()
