@@ -37,7 +37,8 @@ def _at_least(cfg: DictConfig, key: str, low: int, why: str) -> None:
         raise ConfigError(f"{key}={value} must be at least {low} ({why}).")
 
 
-def _positive(cfg: DictConfig, key: str, example: str) -> None:
+def check_positive(cfg: DictConfig, key: str, example: str) -> None:
+    """`key` (where set) must be a number > 0: a learning rate."""
     value = _value(cfg, key)
     if value is not _ABSENT and not _number(key, value, integer=False) > 0:
         raise ConfigError(f"{key}={value} must be > 0 (a learning rate); pass e.g. {key}={example}.")
@@ -48,10 +49,8 @@ def check_training_values(cfg: DictConfig) -> None:
     _at_least(cfg, "batch_size", 1, "training examples per step; the default is 32")
     _at_least(cfg, "eval_batch_size", 1, "dev examples per batch; the default is 64")
     _at_least(cfg, "epochs", 1, "each epoch ends with the dev evaluation that selects the model")
-    _positive(cfg, "lr", "1e-4")  # finetune_teacher.py
-    _positive(cfg, "student_lr", "5e-5")  # train.py
-    if OmegaConf.select(cfg, "method.name") in ("reptile", "metadistil"):  # the methods whose teacher learns
-        _positive(cfg, "teacher_lr", "5e-5")
+    check_positive(cfg, "lr", "1e-4")  # finetune_teacher.py
+    check_positive(cfg, "student_lr", "5e-5")  # train.py; teacher_lr: the method checks it (methods/base.py)
     grad = _value(cfg, "max_grad_norm")
     if grad is not _ABSENT and _number("max_grad_norm", grad, integer=False) < 0:
         raise ConfigError(f"max_grad_norm={grad} must be >= 0 (the gradient-clipping norm; 0 turns clipping off, "
