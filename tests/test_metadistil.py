@@ -180,7 +180,8 @@ def test_ddp_two_processes_keep_one_teacher(tmp_path):
     mean, so both processes hold the same teacher (and student) after training, and the teacher moved."""
     out = tmp_path / "ddp.json"
     res = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_metadistil_check.py"), str(out)], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                             [str(ROOT / "tests"), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])})
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(out.read_text())
     assert got["world_size"] == 2 and got["ranks_saw_different_batches"]
