@@ -7,14 +7,15 @@ import statistics
 from pathlib import Path
 
 from reptiledistil.errors import ConfigError
+from reptiledistil.methods import KD, METHODS, Finetune, Reptile
 from reptiledistil.metrics import selection_score
 from reptiledistil.summary import majority_class_scores
 from reptiledistil.tasks import get_task
 
-COLUMNS = ("teacher", "finetune", "kd", "reptile", "metadistil")  # metadistil: shown once a run of it exists
-TITLES = {"teacher": "teacher", "finetune": "student alone", "kd": "vanilla KD", "reptile": "ReptileDistil",
-          "metadistil": "MetaDistil"}
-LEARNERS = ("reptile", "metadistil")  # the methods whose teacher changes while it teaches
+COLUMNS = ("teacher", *(cls.key for cls in METHODS))
+TITLES = {"teacher": "teacher", **{cls.key: cls.title for cls in METHODS}}
+LEARNERS = tuple(cls.key for cls in METHODS if cls.teacher_learns)  # the teacher changes while it teaches
+ALWAYS_SHOWN = ("teacher", *(cls.key for cls in (Finetune, KD, Reptile)))  # the paper's comparison; others once run
 # What GLUE reports per task (x100); the mean of the selection metrics decides the chart and the differences.
 SHOWN = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("f1", "accuracy"), "stsb": ("pearson", "spearman"),
          "qqp": ("f1", "accuracy"), "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",),
@@ -70,7 +71,7 @@ def _fmt(xs: list[float]) -> str:
 
 
 def shown_columns(runs: dict) -> tuple[str, ...]:
-    return tuple(m for m in COLUMNS if m != "metadistil" or any(m in by for by in runs.values()))
+    return tuple(m for m in COLUMNS if m in ALWAYS_SHOWN or any(m in by for by in runs.values()))
 
 
 def summarise(runs: dict) -> list[dict]:
@@ -87,7 +88,7 @@ def summarise(runs: dict) -> list[dict]:
             row[m]["selection"] = [100 * r["selection"] for r in recs]
             row[m]["wall_s"] = [r["wall_s"] for r in by.get(m, [])]
             row[m]["cpu_s"] = [r["cpu_s"] for r in by.get(m, []) if "cpu_s" in r]
-        kd = {r["seed"]: 100 * r["best"]["selection"] for r in by.get("kd", [])}
+        kd = {r["seed"]: 100 * r["best"]["selection"] for r in by.get(KD.key, [])}
         for m in LEARNERS:
             row[f"{m}_minus_kd"] = [100 * r["best"]["selection"] - kd[r["seed"]] for r in by.get(m, [])
                                     if r["seed"] in kd]  # paired by seed: same data order, same student init

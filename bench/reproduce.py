@@ -32,10 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, portable  # noqa: E402
 
+from reptiledistil.methods import METHODS as METHOD_CLASSES, method_class  # noqa: E402
 from reptiledistil.metrics import selection_score  # noqa: E402
 from reptiledistil.tasks import get_task  # noqa: E402
 
-METHODS = ("finetune", "kd", "reptile", "metadistil")
+METHODS = tuple(cls.key for cls in METHOD_CLASSES)
 # Small dev sets (RTE 277, MRPC 408 examples) need several seeds to say anything; the others get one.
 QUIET = "trainer.enable_progress_bar=false"  # the logs hold the console output; bars would fill them
 # fp32 everywhere: precision=auto picks bf16 on CPUs with bf16 units, so an unpinned grid's numbers would depend on
@@ -140,7 +141,7 @@ class Grid:
                "cpu_s": cpu}
         teacher_before = json.loads((self.results / task / "teacher.json").read_text())["best"]
         doc["teacher_before"] = teacher_before
-        if method in ("reptile", "metadistil"):  # what the teacher itself scores after it has been taught to teach
+        if method_class(method).teacher_learns:  # what the teacher itself scores after it has been taught to teach
             rel = out.relative_to(ROOT)
             run_script("predict.py", [f"task={task}", "split=dev", f"model_dir={rel / 'teacher'}",
                                       f"output_dir={rel / 'teacher_eval'}", "overwrite=true",

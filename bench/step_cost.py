@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import gc
 import json
@@ -33,6 +34,7 @@ import time
 import warnings
 from pathlib import Path
 
+import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
@@ -45,6 +47,7 @@ from common import cpu_clock, machine_info, other_cpu_share, write_results  # no
 from reptiledistil.cli import quiet_libraries  # noqa: E402
 from reptiledistil.hardware import resolve_hardware  # noqa: E402
 from reptiledistil.layer_map import layer_mapping, parameter_pairs  # noqa: E402
+from reptiledistil.methods import Reptile  # noqa: E402
 from reptiledistil.models import build_student, load_for_finetuning, minilm_dir  # noqa: E402
 from reptiledistil.module import DistilModule, DistilSettings, param_groups  # noqa: E402
 from reptiledistil.tasks import get_task  # noqa: E402
@@ -55,20 +58,21 @@ TASK = get_task("rte")
 GPU = torch.cuda.is_available()
 
 
-class ReferenceStyle(DistilModule):
+@dataclasses.dataclass(frozen=True)
+class ReferenceStyle(Reptile):
     """Step (a) as the reference implementation writes it: a deep copy, a fresh AdamW, gc every batch."""
 
-    def fast_student(self, inputs, labels, s_logits):
-        fast = copy.deepcopy(self.student)
-        opt = torch.optim.AdamW(param_groups(fast, 0.01), lr=self._fast_hp[0][0], eps=1e-8)
-        loss = self.loss(fast(**inputs).logits, self.teacher_logits(inputs), labels)
+    def fast_student(self, module, inputs, labels, s_logits):
+        fast = copy.deepcopy(module.student)
+        opt = torch.optim.AdamW(param_groups(fast, 0.01), lr=module.fast_hp[0][0], eps=1e-8)
+        loss = module.loss(fast(**inputs).logits, module.teacher_logits(inputs), labels)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(fast.parameters(), self.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(fast.parameters(), module.max_grad_norm)
         opt.step()
         out = [p.detach() for p in fast.parameters()]
         del fast, opt
         gc.collect()
-        return out
+        return out, norm
 
 
 class StepTimer(pl.Callback):
@@ -91,16 +95,18 @@ def make_module(method: str, seq: int = 128, batch: int = 32) -> DistilModule:
     student = build_student("teacher_layers", minilm_dir(), TASK, 3, "skip")
     pairs = parameter_pairs(teacher, student, layer_mapping("skip", 6, 3))
     opt = lambda lr: functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.01, eps=1e-8, fused=True)  # as conf/train.yaml
-    cls = ReferenceStyle if method == "reference" else DistilModule
     name = method if method in ("kd", "metadistil") else "reptile"
-    meta = OmegaConf.load(ROOT / "conf" / "method" / "metadistil.yaml")  # MetaDistil's defaults, as train.py reads them
-    settings = DistilSettings(method=name, alpha=0.5, temperature=5.0, warmup_ratio=0.1, max_grad_norm=1.0,
-                              update="pseudo_grad", epsilon=1.0, share_forward=method == "ours-shared",
-                              pilot_lr=meta.pilot_lr, teacher_task_weight=meta.teacher_task_weight)
+    conf = OmegaConf.load(ROOT / "conf" / "method" / f"{name}.yaml")  # the method's defaults, as train.py reads them
+    if name == "reptile":  # this benchmark's variants of the step, not a choice of the method's
+        conf.share_forward = method == "ours-shared"
+    built = hydra.utils.instantiate(conf)
+    if method == "reference":
+        built = ReferenceStyle(**dataclasses.asdict(built))
+    settings = DistilSettings(method=built, alpha=0.5, temperature=5.0, warmup_ratio=0.1, max_grad_norm=1.0)
     quiz = batches(1, batch, seq, seed=1)[0]  # MetaDistil's quiz batch: as large as a training batch
-    teacher_lr = meta.teacher_lr if name == "metadistil" else 5e-5
-    return cls(teacher, student, TASK, ["dev"], settings, opt(5e-5), opt(teacher_lr), pairs,
-               quiz_batch=lambda step, rank: quiz)
+    return DistilModule(teacher, student, TASK, ["dev"], settings=settings, student_optimizer=opt(5e-5),
+                        teacher_optimizer=opt(built.teacher_lr or 5e-5), pairs=pairs,
+                        quiz_batch=lambda step, rank: quiz)
 
 
 def batches(n: int, batch: int, seq: int, seed: int = 0) -> list[dict]:

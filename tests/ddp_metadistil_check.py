@@ -44,8 +44,10 @@ def main(out: str) -> None:
     teacher, student = _bert(2, 0), _bert(1, 1)
     quizzes = _batches(n=4, seed=5)
     adamw = functools.partial(torch.optim.AdamW, weight_decay=WD, eps=1e-8)
-    module = DistilModule(teacher, student, TASK, ["dev"], settings(), functools.partial(adamw, lr=LR_S),
-                          functools.partial(adamw, lr=LR_T), quiz_batch=lambda step, rank: quizzes[(2 * step + rank) % 4])
+    module = DistilModule(teacher, student, TASK, ["dev"], settings=settings(),
+                          student_optimizer=functools.partial(adamw, lr=LR_S),
+                          teacher_optimizer=functools.partial(adamw, lr=LR_T),
+                          quiz_batch=lambda step, rank: quizzes[(2 * step + rank) % 4])
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy="ddp", logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, callbacks=[Report(out)])

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from reptiledistil.losses import kd_loss, task_loss
 from reptiledistil.metadistil import pilot_update, quiz_loss, second_order_attention, teacher_meta_grads
+from reptiledistil.methods import MetaDistil
 from reptiledistil.module import DistilModule, DistilSettings, param_groups
 from test_reptile import ALPHA, CLIP, LR_S, LR_T, TASK, T, WD, _batches, _max_diff, student_kd_step
 from test_reptile import _bert as _tiny_bert
@@ -86,15 +87,16 @@ def test_pilot_step_zero_leaves_only_the_teachers_task_gradient():
 
 
 def settings(**kw) -> DistilSettings:
-    base = dict(method="metadistil", alpha=ALPHA, temperature=T, warmup_ratio=0.0, max_grad_norm=CLIP,
-                update="none", epsilon=0.0, share_forward=False, pilot_lr=0.1, teacher_task_weight=0.5)
-    return DistilSettings(**{**base, **kw})
+    method = dict(name="metadistil", teacher_lr=LR_T, pilot_lr=0.1, quiz_size=4, teacher_task_weight=0.5)
+    return DistilSettings(method=MetaDistil(**{**method, **kw}), alpha=ALPHA, temperature=T, warmup_ratio=0.0,
+                          max_grad_norm=CLIP)
 
 
 def run_module(teacher, student, batches, quizzes, precision="32-true", **kw):
     adamw = functools.partial(torch.optim.AdamW, weight_decay=WD, eps=1e-8, betas=(0.9, 0.999))
-    module = DistilModule(teacher, student, TASK, ["dev"], settings(**kw), functools.partial(adamw, lr=LR_S),
-                          functools.partial(adamw, lr=LR_T), quiz_batch=lambda step, rank: quizzes[step])
+    module = DistilModule(teacher, student, TASK, ["dev"], settings=settings(**kw),
+                          student_optimizer=functools.partial(adamw, lr=LR_S),
+                          teacher_optimizer=functools.partial(adamw, lr=LR_T), quiz_batch=lambda step, rank: quizzes[step])
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, precision=precision)
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
@@ -132,7 +134,7 @@ def test_module_step_matches_the_algorithm_written_out():
     module = run_module(teacher, student, batches, quizzes)
     assert _max_diff(teacher, t_ref) < 1e-6 and _max_diff(student, s_ref) < 1e-6
     assert _max_diff(teacher, t0) > 1e-4  # every teacher parameter may move: the teacher really learnt
-    assert module.quiz_loss is not None and module.teacher_grad_norm is not None
+    assert {"train/quiz_loss", "grad_norm/teacher_meta"} <= set(module.teacher_record)
     assert not any(p.requires_grad for p in teacher.parameters())  # frozen again between steps
 
 
@@ -178,7 +180,8 @@ def test_ddp_two_processes_keep_one_teacher(tmp_path):
     mean, so both processes hold the same teacher (and student) after training, and the teacher moved."""
     out = tmp_path / "ddp.json"
     res = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_metadistil_check.py"), str(out)], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                             [str(ROOT / "tests"), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])})
     assert res.returncode == 0, res.stderr[-3000:]
     got = json.loads(out.read_text())
     assert got["world_size"] == 2 and got["ranks_saw_different_batches"]

@@ -14,6 +14,7 @@ from transformers import BertForSequenceClassification, get_linear_schedule_with
 from conftest import tiny_bert_config
 from reptiledistil.layer_map import layer_mapping, parameter_pairs
 from reptiledistil.losses import kd_loss
+from reptiledistil.methods import Reptile
 from reptiledistil.module import DistilModule, DistilSettings, param_groups
 from reptiledistil.reptile import fresh_adamw_step
 from reptiledistil.tasks import get_task
@@ -87,16 +88,17 @@ def reference(teacher, student, batches, mapping):
 
 
 def settings(**kw) -> DistilSettings:
-    base = dict(method="reptile", alpha=ALPHA, temperature=T, warmup_ratio=0.0, max_grad_norm=CLIP,
-                update="pseudo_grad", epsilon=1.0, share_forward=False)
-    return DistilSettings(**{**base, **kw})
+    method = dict(name="reptile", teacher_lr=LR_T, update="pseudo_grad", epsilon=1.0, update_head=True,
+                  share_forward=False)
+    return DistilSettings(method=Reptile(**{**method, **kw}), alpha=ALPHA, temperature=T, warmup_ratio=0.0,
+                          max_grad_norm=CLIP)
 
 
 def ours(teacher, student, batches, mapping, fused=False, precision="32-true", plugins=None, **kw):
     adamw = functools.partial(torch.optim.AdamW, weight_decay=WD, eps=1e-8, betas=(0.9, 0.999), fused=fused)
     partial, partial_t = functools.partial(adamw, lr=LR_S), functools.partial(adamw, lr=LR_T)
-    module = DistilModule(teacher, student, TASK, ["dev"], settings(**kw), partial, partial_t,
-                          parameter_pairs(teacher, student, mapping))
+    module = DistilModule(teacher, student, TASK, ["dev"], settings=settings(**kw), student_optimizer=partial,
+                          teacher_optimizer=partial_t, pairs=parameter_pairs(teacher, student, mapping))
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          **({"plugins": plugins} if plugins else {"precision": precision}))

@@ -301,6 +301,10 @@ def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     if resume is not None and not isinstance(resume, (bool, str)):
         raise ConfigError(f"resume={resume} must be false, true (continue from the output directory's checkpoint) "
                           "or the path of a .ckpt file.")
+    if script == "train":  # the method's fields are typed and ranged by its class (methods/), built here
+        from .methods import build_method
+
+        build_method(cfg)
     task = OmegaConf.select(cfg, "task.name")
     if str(task).lower() != "custom":
         for f in dataclasses.fields(CustomDataKeys):

@@ -290,7 +290,7 @@ class GlueDataModule(pl.LightningDataModule):
         self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
         self.num_workers = num_workers
         self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-        self.quiz_size = quiz_size  # metadistil: examples held out of training for the teacher's quiz
+        self.quiz_size = quiz_size  # examples a method holds out of training (MetaDistil: the teacher's quiz)
         self.train_ds: datasets.Dataset | None = None
         self.quiz_ds: datasets.Dataset | None = None
         self.eval_ds: dict[str, datasets.Dataset] = {}

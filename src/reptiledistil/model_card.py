@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .methods import method_class
 from .outputs import write_text_atomic
 from .summary import count_parameters, measure_speedup
 
 
-def model_card(summary: dict, n_student: int, n_teacher: int | None, speed: dict | None) -> str:
+def model_card(summary: dict, n_student: int, n_teacher: int | None, speed: dict | None,
+               description: str | None = None) -> str:
+    """`description`: how the student was trained (Method.description); by default the shipped method's whose
+    name the summary records, else its name."""
     c, best = summary["config"], summary["best"]
     method, task = summary["method"], summary["task"]
     metrics = {k[4:]: v for k, v in best.items() if k.startswith("dev_")}
@@ -18,11 +22,8 @@ def model_card(summary: dict, n_student: int, n_teacher: int | None, speed: dict
              f"  - task: {{type: text-classification, name: {task}}}", "    metrics:"]
     front += [f"    - {{type: {k}, value: {v:.4f}, name: dev {k}}}" for k, v in metrics.items()]
     front.append("---")
-    how = {"reptile": "ReptileDistil (Ma et al., COLING 2022): KD while the teacher learns to teach by Reptile updates",
-           "kd": "vanilla knowledge distillation from a frozen teacher",
-           "finetune": "fine-tuning on the labels alone (no teacher)",
-           "metadistil": "MetaDistil (Zhou et al., ACL 2022): KD while the teacher learns to teach by "
-                         "meta-gradients through a pilot student update"}[method]
+    cls = method_class(method)
+    how = description or (cls.description if cls is not None else f"method {method}")
     body = [f"# {task.upper()} student distilled with {method}", "",
             f"Trained with ReptileDistil by {how}.", "",
             "| | |", "|---|---|",
@@ -44,10 +45,10 @@ def model_card(summary: dict, n_student: int, n_teacher: int | None, speed: dict
     return "\n".join(front + [""] + body) + "\n"
 
 
-def write_model_card(summary: dict, student_dir: Path, teacher_dir: Path | None) -> Path:
+def write_model_card(summary: dict, student_dir: Path, teacher_dir: Path | None, description: str | None = None) -> Path:
     n_student = count_parameters(student_dir)
     n_teacher = count_parameters(teacher_dir) if teacher_dir else None
     speed = measure_speedup(teacher_dir, student_dir, batch=8, rounds=3) if teacher_dir else None
     path = student_dir / "README.md"
-    write_text_atomic(path, model_card(summary, n_student, n_teacher, speed))
+    write_text_atomic(path, model_card(summary, n_student, n_teacher, speed, description))
     return path

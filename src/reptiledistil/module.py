@@ -13,13 +13,10 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 from .data import model_inputs
 from .layer_map import ParamPairs
 from .losses import kd_loss_terms, task_loss
-from .metadistil import pilot_update, quiz_loss, second_order_attention, teacher_meta_grads
+from .methods.base import Method
 from .metrics import build_metrics, predictions, selection_score
-from .reptile import clip_grads_, fresh_adamw_step, interpolate_teacher_, relative_drift, set_teacher_pseudo_grads
+from .reptile import clip_grads_, relative_drift
 from .tasks import Task
-
-METHODS = ("reptile", "kd", "finetune", "metadistil")
-TEACHER_LEARNS = ("reptile", "metadistil")  # the methods that update the teacher while it teaches
 
 
 class NonFiniteLossError(RuntimeError):
@@ -145,36 +142,23 @@ class FinetuneModule(GlueModule):
 
 @dataclass(frozen=True)
 class DistilSettings:
-    """The distillation hyper-parameters (their defaults live in conf/train.yaml and conf/method/)."""
+    """The distillation loop's settings (their defaults live in conf/train.yaml) and the method it runs."""
 
-    method: str  # reptile | kd | finetune | metadistil
+    method: Method  # built from conf/method/<name>.yaml; hardware choices made (Method.for_hardware)
     alpha: float  # weight of the KD term
     temperature: float
     warmup_ratio: float
     max_grad_norm: float
-    update: str  # reptile only: pseudo_grad | interpolate
-    epsilon: float  # update=interpolate only
-    share_forward: bool  # reptile only: one student forward for the fast and the real step
-    pilot_lr: float = 0.0  # metadistil only: the pilot student's SGD step size
-    teacher_task_weight: float = 0.0  # metadistil only: weight of the teacher's own task loss in its objective
 
 
 class DistilModule(GlueModule):
-    """Distils `teacher` into `student` with method reptile (the paper), kd (frozen teacher), finetune (no
-    teacher) or metadistil (Zhou et al. 2022, second order; see metadistil.py).
+    """Distils `teacher` into `student` with the method in `settings` (methods/: finetune, kd, reptile, metadistil).
 
-    One training step of method=reptile (batch x, y):
-      (a) g1 = grad_s L(s(x), t(x), y); clipped; s' = one fresh-AdamW step from s (closed form, no copy of the model)
-      (b) teacher.grad = t[mapped] - s'; clipped; teacher AdamW step
-      (c) g2 = grad_s L(s(x), t_new(x), y); clipped; student AdamW step; both schedules step
-    Mixed precision: the forwards run under autocast, weights and everything in (a) and (b) stay fp32. Under
-    fp16 (16-mixed) a batch whose g1 or g2 is not finite is skipped for both networks (the teacher's step is
+    One training step: (a, b) the method's teacher step (methods/<name>.py; the teacher moves or not, and may
+    need the batch skipped), then (c) the student's step on the KD loss against the (updated) teacher.
+    Mixed precision: the forwards run under autocast, weights and the teacher's update stay fp32. Under fp16
+    (16-mixed) a batch whose student gradient is not finite is skipped for both networks (the teacher's step is
     undone) and the loss scale backs off.
-
-    One training step of method=metadistil (batch x, y; quiz batch q from `quiz_batch(step, rank)`):
-      (a) pilot s' = s - pilot_lr * grad_s L(s(x), t(x), y), differentiable in the teacher
-      (b) teacher.grad = grad_t [CE(s'(q)) + w * CE(t(x), y)]; clipped; teacher AdamW step
-      (c) as above: the real student step against the updated teacher (a fresh student forward)
     """
 
     def __init__(self, teacher: PreTrainedModel | None, student: PreTrainedModel, task: Task, eval_names: list[str],
@@ -187,37 +171,30 @@ class DistilModule(GlueModule):
         self.method, self.alpha, self.temperature = s.method, s.alpha, s.temperature
         self.student_optimizer, self.teacher_optimizer = student_optimizer, teacher_optimizer
         self.pairs = pairs
-        self.quiz_batch = quiz_batch  # metadistil: (step, rank) -> a held-out batch
+        self.quiz_batch = quiz_batch  # (step, rank) -> a held-out batch, for a method with a quiz set
         self.outer_step = 0  # batches trained on; Lightning's global_step counts the student's optimizer steps
         self.skipped_steps = 0  # fp16 only: batches skipped because a gradient overflowed
-        self.fast_grad_norm = self.teacher_grad_norm = self.quiz_loss = None  # logged per step
-        # Reptile and MetaDistil change the teacher: its own dev score and its drift from the fine-tuned weights
-        # per layer are measured every epoch (the paper's idea, made visible).
-        learns = s.method in TEACHER_LEARNS
+        self.teacher_record: dict = {}  # what the method's last teacher step logged
+        # A teacher that learns is measured every epoch: its own dev score and its drift from the fine-tuned
+        # weights per layer (the paper's idea, made visible).
+        learns = self.method.teacher_learns
         self.teacher_metrics = nn.ModuleList([build_metrics(task) for _ in eval_names]) if learns else None
-        # Reptile moves the mapped parameters only; MetaDistil every teacher parameter.
-        self._watched = (list(zip(pairs.teacher_names, pairs.teacher_params)) if s.method == "reptile"
-                         else list(teacher.named_parameters()) if learns else [])
+        self._watched = self.method.watched(teacher, pairs)
         # The fine-tuned teacher, for its drift (on the CPU: no GPU memory); taken here, before a resume
         # restores the updated weights.
         self._teacher_start = {n: p.detach().cpu().clone() for n, p in self._watched}
         if teacher is not None:
-            # The teacher moves only through its optimizer (pseudo-gradients), never through backprop.
+            # The teacher moves only through the method's step, never through the student's backward.
             teacher.requires_grad_(False)
 
     @property
     def eval_model(self) -> PreTrainedModel:
         return self.student
 
-    @property
-    def teacher_learns(self) -> bool:
-        """Whether the teacher has an optimizer (Reptile's interpolate update moves it without one)."""
-        return self.method == "metadistil" or (self.method == "reptile" and self.settings.update == "pseudo_grad")
-
     def configure_optimizers(self):
         total = self.trainer.estimated_stepping_batches
         opt_s, sched_s = make_optimizer(self.student_optimizer, self.student, total, self.warmup_ratio)
-        if not self.teacher_learns:
+        if not self.method.teacher_optimized:
             return [opt_s], [{"scheduler": sched_s, "interval": "step"}]
         # The teacher's params have requires_grad False; param_groups skips those, so build its groups explicitly.
         self.teacher.requires_grad_(True)
@@ -234,16 +211,17 @@ class DistilModule(GlueModule):
             if net is not None and any(p.dtype != torch.float32 for p in net.parameters()):
                 raise TypeError(f"The {name}'s weights must be fp32 (mixed precision keeps fp32 master weights); "
                                 "load it with dtype=torch.float32.")
-        # Per-parameter hyper-parameters of the fast step: the student's groups, at the initial learning rate.
+        # Per-parameter hyper-parameters of a method's own student step (Reptile's fast step): the student's
+        # groups, at the initial learning rate.
         opts = self.optimizers()
         opt = opts[0] if isinstance(opts, list) else opts
         hp = {}
         for g in opt.optimizer.param_groups:
             for p in g["params"]:
                 hp[p] = (g.get("initial_lr", g["lr"]), g["weight_decay"], g["betas"], g["eps"])
-        self._student_named = [(n, p) for n, p in self.student.named_parameters() if p in hp]
-        self._student_params = [p for _, p in self._student_named]
-        self._fast_hp = [hp[p] for p in self._student_params]
+        self.student_named = [(n, p) for n, p in self.student.named_parameters() if p in hp]
+        self.student_params = [p for _, p in self.student_named]
+        self.fast_hp = [hp[p] for p in self.student_params]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["distil_counters"] = {"outer_step": self.outer_step, "skipped_steps": self.skipped_steps}
@@ -286,54 +264,11 @@ class DistilModule(GlueModule):
     def loss(self, s_logits, t_logits, labels) -> torch.Tensor:
         return self.loss_terms(s_logits, t_logits, labels)[0]
 
-    def fast_student(self, inputs, labels, s_logits: torch.Tensor) -> list[torch.Tensor] | None:
-        """(a) The student's parameters after one step of a fresh AdamW on the KD loss against the current
-        teacher (gradient clipped first). Closed form: no copy of the model, no optimizer built.
-        None when the (fp16) gradient overflowed."""
-        loss = self.loss(s_logits, self.teacher_logits(inputs), labels)
-        scaler = self.grad_scaler
-        if scaler is not None:  # fp16: scale so small gradients survive the half-precision backward
-            loss = scaler.scale(loss)
-        params = self._student_params
-        grads = list(torch.autograd.grad(loss, params, retain_graph=self.settings.share_forward, allow_unused=True))
-        present = [g for g in grads if g is not None]
-        if self.trainer.world_size > 1:  # autograd.grad bypasses DDP: average over processes as DDP does
-            mean_over_processes_(present)
-        if scaler is not None:
-            torch._foreach_div_(present, scaler.get_scale())
-        norm = self.fast_grad_norm = clip_grads_(present, self.max_grad_norm)
-        if scaler is not None and not torch.isfinite(norm):
-            return None
-        lr, _, betas, eps = self._fast_hp[0]
-        return fresh_adamw_step(params, grads, lr, [h[1] for h in self._fast_hp], betas, eps)
-
-    def meta_teacher_step(self, inputs, labels, opt_t: torch.optim.Optimizer) -> None:
-        """MetaDistil (a) and (b): the teacher steps on grad_t [CE(s'(quiz)) + w * CE(t(x), y)], where s' is the
-        pilot student, one SGD step of the KD loss from s against the current teacher (metadistil.py)."""
-        s, regression = self.settings, self.task.is_regression
-        quiz = {k: v.to(self.device) for k, v in self.quiz_batch(self.outer_step, self.global_rank).items()}
-        teacher_params = list(self.teacher.parameters())
-        self.teacher.eval()  # no dropout in the teacher's logits, as for the KD loss
-        self.teacher.requires_grad_(True)  # only for this step: the student's backward never reaches the teacher
-        try:
-            with second_order_attention():
-                t_logits = self.teacher(**inputs).logits
-                pilot_kd = self.loss(self.student(**inputs).logits, t_logits, labels)
-                pilot = pilot_update(pilot_kd, self._student_named, s.pilot_lr)
-                quiz_term = quiz_loss(self.student, pilot, model_inputs(quiz), quiz["labels"], regression)
-                objective = quiz_term + s.teacher_task_weight * task_loss(t_logits, labels, regression)
-                grads = teacher_meta_grads(objective, teacher_params)
-        finally:
-            self.teacher.requires_grad_(False)
-        del pilot, pilot_kd, t_logits, objective
-        if self.trainer.world_size > 1:  # each process's meta-gradient on its own batches; the teacher takes the mean
-            mean_over_processes_(grads)
-        self.teacher_grad_norm = clip_grads_(grads, self.max_grad_norm)
-        self.quiz_loss = quiz_term.detach()
-        for p, g in zip(teacher_params, grads):
-            p.grad = g
-        opt_t.step()  # stepped directly, as Reptile's: fp16 (the only loss-scaled precision) is refused for this method
-        opt_t.zero_grad(set_to_none=True)
+    def average_over_processes_(self, tensors: list[torch.Tensor]) -> None:
+        """Under DDP, the mean over processes in place (as DDP does for the student's backward): for gradients
+        a method takes with autograd.grad, which bypasses DDP, so every process takes the same step."""
+        if self.trainer.world_size > 1:
+            mean_over_processes_(tensors)
 
     def training_step(self, batch, batch_idx):
         inputs, labels = model_inputs(batch), batch["labels"]
@@ -342,33 +277,12 @@ class DistilModule(GlueModule):
             opts, scheds = [opts], [scheds]
         opt_s = opts[0]
         scaler = self.grad_scaler
-
-        if self.method == "metadistil":
-            # (a) pilot student and (b) the teacher's second-order step; (c) below uses a fresh student forward
-            self.meta_teacher_step(inputs, labels, opts[1].optimizer)
-        s_logits = self.student(**inputs).logits
-        undo_teacher = None
-        if self.method == "reptile":
-            # (a) fast student, against the current teacher
-            fast = self.fast_student(inputs, labels, s_logits)
-            if fast is None:  # fp16 overflow in g1: neither network moves; smaller loss scale next time
-                return self._skip_batch(scaler)
-            # (b) Reptile teacher update: pseudo-gradient theta_t - theta_fast on mapped parameters
-            opt_t = opts[1].optimizer if self.teacher_learns else None
-            if scaler is not None:  # fp16: g2 may still overflow, and then this batch must not count at all
-                undo_teacher = _snapshot(self.pairs.teacher_params, opt_t)
-            if opt_t is None:
-                interpolate_teacher_(self.pairs, fast, self.settings.epsilon)
-            else:
-                # Stepped directly, not through Lightning: the pseudo-gradients are exact fp32 values that
-                # were never loss-scaled, so the fp16 scaler must not unscale them.
-                set_teacher_pseudo_grads(self.pairs, fast)
-                self.teacher_grad_norm = clip_grads_([p.grad for p in self.pairs.teacher_params], self.max_grad_norm)
-                opt_t.step()
-                opt_t.zero_grad(set_to_none=True)  # free the pseudo-gradients until the next step
-            del fast
-            if not self.settings.share_forward:  # a fresh forward (new dropout mask), as the reference code does
-                s_logits = self.student(**inputs).logits
+        # (a, b) the method's teacher step; it may reuse the student's forward or leave (c) a fresh one
+        step = self.method.teacher_step(self, inputs=inputs, labels=labels,
+                                        optimizer=opts[1].optimizer if len(opts) > 1 else None)
+        if step.skipped:  # fp16 overflow: neither network moves; smaller loss scale next time
+            return self._skip_batch(scaler)
+        s_logits = step.student_logits if step.student_logits is not None else self.student(**inputs).logits
         # (c) the real student step, against the (updated) teacher
         loss, task_term, kd_term = self.loss_terms(s_logits, self.teacher_logits(inputs), labels)
         self.check_finite(loss, self.outer_step)
@@ -376,31 +290,27 @@ class DistilModule(GlueModule):
         self.manual_backward(loss)
         opt_s.step()  # on_before_optimizer_step unscales (fp16) and clips; the scaler skips it on overflow
         if scaler is not None and not torch.isfinite(self.last_grad_norm):
-            if undo_teacher is not None:
-                undo_teacher()
+            if step.undo is not None:
+                step.undo()
             return self._skip_batch(None)  # the scaler has already backed off
         lrs = [sched.get_last_lr()[0] for sched in scheds]  # the learning rates this step used
         for sched in scheds:
             sched.step()
         self.outer_step += 1
+        self.teacher_record = step.record
         self.log("train/loss", loss, prog_bar=True)
-        self.log_dict(self._step_record(task_term, kd_term, lrs))
+        self.log_dict(self._step_record(task_term, kd_term, lrs, step.record))
         return loss
 
-    def _step_record(self, task_term, kd_term, lrs) -> dict:
-        """What a dashboard needs per step: both loss terms, both learning rates, the three gradient norms."""
+    def _step_record(self, task_term, kd_term, lrs, teacher_record: dict) -> dict:
+        """What a dashboard needs per step: both loss terms, both learning rates, the gradient norms."""
         rec = {"train/task_loss": task_term, "lr/student": lrs[0], "grad_norm/student": self.last_grad_norm,
                "epoch": float(self.current_epoch + 1)}  # 1-based, as in metrics.json
         if kd_term is not None:
             rec["train/kd_term"] = kd_term
-        if self.method == "reptile":
-            rec["grad_norm/fast_step"] = self.fast_grad_norm
-            if self.teacher_learns:
-                rec["lr/teacher"] = lrs[1]
-                rec["grad_norm/teacher_pseudo"] = self.teacher_grad_norm
-        if self.method == "metadistil":
-            rec.update({"lr/teacher": lrs[1], "grad_norm/teacher_meta": self.teacher_grad_norm,
-                        "train/quiz_loss": self.quiz_loss})
+        if len(lrs) > 1:
+            rec["lr/teacher"] = lrs[1]
+        rec.update(teacher_record)
         return {k: v for k, v in rec.items() if v is not None}
 
     def _skip_batch(self, scaler: torch.amp.GradScaler | None) -> None:
@@ -409,22 +319,3 @@ class DistilModule(GlueModule):
         self.skipped_steps += 1
         self.outer_step += 1
         self.log("train/skipped_steps", float(self.skipped_steps))
-
-
-def _snapshot(params: list[torch.Tensor], optimizer: torch.optim.Optimizer | None) -> Callable[[], None]:
-    """Copies of `params` (and their optimizer state); calling the result puts them back (fp16 step undo)."""
-    state = lambda p: {k: v.clone() if torch.is_tensor(v) else v for k, v in optimizer.state[p].items()}
-    saved = [(p, p.detach().clone(), state(p) if optimizer is not None else None) for p in params]
-
-    @torch.no_grad()
-    def restore() -> None:
-        for p, value, st in saved:
-            p.copy_(value)
-            if optimizer is None:
-                continue
-            if st:
-                optimizer.state[p] = st
-            else:
-                optimizer.state.pop(p, None)
-
-    return restore

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .methods import METHODS
 from .tasks import TASKS
 
 HPARAMS = ("alpha", "temperature", "student_lr", "teacher_lr")
-METHOD_ORDER = ("teacher", "finetune", "kd", "reptile")
+METHOD_ORDER = ("teacher", *(cls.key for cls in METHODS))  # the teacher first, then as methods/ lists them
 GRID_FILE = re.compile(r"(teacher|[a-z]+-seed\d+)\.json")
 WHERE = ("metrics.json (train.py), dev_metrics.json (finetune_teacher.py) or "
          "results/<preset>/<task>/*.json (bench/reproduce.py)")

@@ -20,12 +20,13 @@ from .checks import check_writable
 from .config import check_config
 from .data import GlueDataModule, check_max_seq_length, load_training_splits
 from .errors import ConfigError
-from .hardware import Hardware, default_share_forward, resolve_hardware
+from .hardware import Hardware, resolve_hardware
 from .layer_map import layer_mapping, parameter_pairs
 from .metrics import format_metrics
+from .methods import Method, build_method
 from .model_card import write_model_card
 from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer
-from .module import METHODS, TEACHER_LEARNS, DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
+from .module import DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
 from .naming import basename, is_multirun
 from .resume import (check_checkpoint, check_settings, checkpoint_path, describe, resume_request, resume_target,
                      run_settings)
@@ -59,15 +60,11 @@ def _training_data(cfg: DictConfig, task) -> dict:
     return load_training_splits(task, cfg.data.glue_dir, cfg.data.source)
 
 
-def _datamodule(cfg: DictConfig, task, tokenizer, splits: dict | None = None) -> GlueDataModule:
+def _datamodule(cfg: DictConfig, task, tokenizer, splits: dict | None = None, quiz_size: int = 0) -> GlueDataModule:
     d = cfg.data
     return GlueDataModule(task, tokenizer, d.glue_dir, d.source, cfg.max_seq_length, cfg.batch_size,
                           cfg.eval_batch_size, d.max_train_samples, d.max_eval_samples, d.num_workers, seed=cfg.seed,
-                          splits=splits, quiz_size=_quiz_size(cfg))
-
-
-def _quiz_size(cfg: DictConfig) -> int:
-    return int(cfg.method.quiz_size) if cfg.get("method") is not None and cfg.method.name == "metadistil" else 0
+                          splits=splits, quiz_size=quiz_size)
 
 
 def _logger(cfg: DictConfig):
@@ -253,38 +250,8 @@ def finetune(cfg: DictConfig) -> dict:
     return summary
 
 
-def check_distil_config(cfg: DictConfig) -> None:
-    if cfg.method.name not in METHODS:
-        raise ConfigError(f"Unknown method {cfg.method.name!r}; choose one of {', '.join(METHODS)} (method=<name>).")
-    if cfg.method.name == "reptile":
-        update = cfg.method["update"]  # not .update: that is DictConfig's dict method
-        if update not in ("pseudo_grad", "interpolate"):
-            raise ConfigError(f"method.update must be pseudo_grad or interpolate, got {update!r}.")
-        if str(cfg.method.share_forward).lower() not in ("auto", "true", "false"):
-            raise ConfigError(f"method.share_forward must be auto, true or false, got {cfg.method.share_forward!r}.")
-        if not isinstance(cfg.method.update_head, bool):
-            raise ConfigError(f"method.update_head must be true or false, got {cfg.method.update_head!r}.")
-    if cfg.method.name == "metadistil":
-        check_metadistil_config(cfg)
-
-
-def check_metadistil_config(cfg: DictConfig) -> None:
-    m = cfg.method
-    for key, what in (("pilot_lr", "the pilot student's SGD step size; 0 leaves only the teacher's own task loss"),
-                      ("teacher_task_weight", "the weight of the teacher's own task loss; 0 is the reference code")):
-        if not isinstance(m[key], (int, float)) or isinstance(m[key], bool) or m[key] < 0:
-            raise ConfigError(f"method.{key}={m[key]} must be a number >= 0 ({what}).")
-    if not isinstance(m.quiz_size, int) or isinstance(m.quiz_size, bool) or m.quiz_size < 1:
-        raise ConfigError(f"method.quiz_size={m.quiz_size} must be a whole number >= 1: the training examples held "
-                          "out for the teacher's quiz (the default is 256).")
-    if str(cfg.trainer.get("precision", "auto")) in ("16", "16-mixed"):
-        raise ConfigError("method=metadistil does not run under fp16 (trainer.precision=16-mixed): loss scaling "
-                          "through its second-order step is not supported. Use trainer.precision=bf16-mixed or 32-true.")
-
-
-def check_quiz_fits(cfg: DictConfig, splits: dict) -> None:
-    """The quiz set must leave training data: checked on the loaded split, before any model is loaded."""
-    size = _quiz_size(cfg)
+def check_quiz_fits(cfg: DictConfig, splits: dict, size: int) -> None:
+    """A method's held-out quiz set must leave training data: checked on the loaded split, before any model."""
     if not size:
         return
     n = len(splits["train"]["train"])
@@ -302,32 +269,24 @@ def _save_teacher(cfg: DictConfig) -> bool:
     return not is_multirun() if value == "auto" else value == "true"
 
 
-def distil_settings(cfg: DictConfig, hw: Hardware) -> DistilSettings:
-    m = cfg.method
-    reptile = m.name == "reptile"  # update, epsilon and share_forward exist in conf/method/reptile.yaml only
-    meta = m.name == "metadistil"  # pilot_lr and teacher_task_weight: conf/method/metadistil.yaml only
-    share = str(m.share_forward).lower() if reptile else "false"
-    return DistilSettings(
-        method=m.name, alpha=float(cfg.alpha), temperature=float(cfg.temperature), warmup_ratio=float(cfg.warmup_ratio),
-        max_grad_norm=float(cfg.max_grad_norm), update=str(m["update"]) if reptile else "none",
-        epsilon=float(m.epsilon) if reptile else 0.0,
-        share_forward=default_share_forward(hw.accelerator) if share == "auto" else share == "true",
-        pilot_lr=float(m.pilot_lr) if meta else 0.0, teacher_task_weight=float(m.teacher_task_weight) if meta else 0.0)
+def distil_settings(cfg: DictConfig, method: Method) -> DistilSettings:
+    return DistilSettings(method=method, alpha=float(cfg.alpha), temperature=float(cfg.temperature),
+                          warmup_ratio=float(cfg.warmup_ratio), max_grad_norm=float(cfg.max_grad_norm))
 
 
 def distil(cfg: DictConfig) -> dict:
-    """Distil a fine-tuned teacher into a student with method reptile, kd, finetune or metadistil."""
+    """Distil a fine-tuned teacher into a student with the method conf/method/<name>.yaml builds."""
     check_config(cfg)  # types, ranges, save_teacher's words (config.py)
-    check_distil_config(cfg)
+    method = build_method(cfg)
     task = task_for(cfg)
     hw = _hardware(cfg)
+    method = method.for_hardware(hw)
     check_writable(cfg.output_dir, "output_dir", beside=True)
     _check_resume(cfg, hw)
     splits = _training_data(cfg, task)
-    check_quiz_fits(cfg, splits)
-    method = cfg.method.name
+    check_quiz_fits(cfg, splits, method.quiz_examples())
     teacher = None
-    if method != "finetune":
+    if method.needs_teacher:
         hint = finetune_hint(task, cfg.teacher_dir)
         teacher = load_finetuned(cfg.teacher_dir, task, "Teacher", hint)
     with _staged(cfg) as (out, stage, resume_from):
@@ -339,28 +298,29 @@ def distil(cfg: DictConfig) -> dict:
         pairs = None
         if teacher is not None:
             mapping = layer_mapping(cfg.strategy.name, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
-            pairs = parameter_pairs(teacher, student, mapping)  # checks widths, vocab and label count
-            if method == "reptile" and not cfg.method.update_head:
-                pairs = pairs.without_head(teacher.base_model_prefix)  # the teacher keeps its own classifier
+            pairs = method.map_pairs(parameter_pairs(teacher, student, mapping), teacher)  # checks widths, vocab, labels
             if _is_rank_zero():
                 print(f"layer mapping ({cfg.strategy.name}): {mapping}")  # plain, like every console line
-        dm = _datamodule(cfg, task, tokenizer, splits)
-        module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits], distil_settings(cfg, hw),
-                              hydra.utils.instantiate(cfg.student_optimizer),
-                              hydra.utils.instantiate(cfg.teacher_optimizer), pairs, quiz_batch=dm.quiz_batch)
-        identity = {"script": "train", "task": task.name, "method": method, "strategy": cfg.strategy.name,
+        dm = _datamodule(cfg, task, tokenizer, splits, quiz_size=method.quiz_examples())
+        module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits],
+                              settings=distil_settings(cfg, method),
+                              student_optimizer=hydra.utils.instantiate(cfg.student_optimizer),
+                              teacher_optimizer=hydra.utils.instantiate(cfg.teacher_optimizer), pairs=pairs,
+                              quiz_batch=dm.quiz_batch)
+        identity = {"script": "train", "task": task.name, "method": method.name, "strategy": cfg.strategy.name,
                     "teacher_layers": teacher.config.num_hidden_layers if teacher is not None else None,
                     "student_layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size}
         best = _fit(cfg, hw, module, dm, stage, "student", tokenizer, identity, resume_from)
-        if method in TEACHER_LEARNS and _is_rank_zero() and _save_teacher(cfg):  # the teacher changed: keep it too
+        if method.teacher_learns and _is_rank_zero() and _save_teacher(cfg):  # the teacher changed: keep it too
             teacher.save_pretrained(stage / "teacher")
             tokenizer.save_pretrained(stage / "teacher")
-    summary = _summary(cfg, task, best, {"method": method, "strategy": cfg.strategy.name,
+    summary = _summary(cfg, task, best, {"method": method.name, "strategy": cfg.strategy.name,
                                          "teacher": str(cfg.teacher_dir) if teacher is not None else None,
                                          "student_layers": student.config.num_hidden_layers})
     if _is_rank_zero():  # README.md (Hugging Face model card) beside the student's weights
-        write_model_card(summary, stage / "student", Path(cfg.teacher_dir) if teacher is not None else None)
-    _publish(stage, out, "metrics.json", summary, f"Student ({method}, {cfg.strategy.name})", out / "student")
+        write_model_card(summary, stage / "student", Path(cfg.teacher_dir) if teacher is not None else None,
+                         description=method.description)
+    _publish(stage, out, "metrics.json", summary, f"Student ({method.name}, {cfg.strategy.name})", out / "student")
     return summary
 
 

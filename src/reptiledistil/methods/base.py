@@ -1,0 +1,131 @@
+"""What the distillation loop needs to know about a method, and the helpers its subclasses share.
+
+A method is a frozen dataclass: its fields are its hyper-parameters, whose values live once, in
+conf/method/<name>.yaml (`_target_` names the class; run.py builds it with hydra.utils.instantiate). Its class
+attributes say what it is (title, whether it needs or changes a teacher); its methods do the teacher's part of
+a training step. The loop (module.DistilModule) does everything else: the student's step, precision, clipping
+of the student, counters, logging, the teacher's dev evaluation and drift.
+
+Light on purpose: torch is imported inside the functions that step, so reports can ask the classes for names and
+titles without loading it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+
+    from ..hardware import Hardware
+    from ..layer_map import ParamPairs
+    from ..module import DistilModule
+
+
+@dataclass(frozen=True)
+class TeacherStep:
+    """What a method's teacher step hands back to the loop."""
+
+    skipped: bool = False  # the batch must not count (fp16 overflow): neither network moves, the loss scale backs off
+    student_logits: Any = None  # the student's logits on the batch, reusable for its own step; None: a fresh forward
+    undo: Optional[Callable[[], None]] = None  # puts the teacher back if the student's step then overflows (fp16)
+    record: dict = field(default_factory=dict)  # what to log for this step (e.g. the teacher's gradient norm)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A distillation method. Subclasses set the class attributes below and override what differs."""
+
+    name: str  # the run's name in output_dir and records (conf/method/<name>.yaml)
+    teacher_lr: Optional[float]  # the teacher's AdamW learning rate; None where the teacher has no optimizer
+
+    key: ClassVar[str] = ""  # the name its runs' records carry (metrics.json "method")
+    title: ClassVar[str] = ""  # short, for report columns: "vanilla KD"
+    description: ClassVar[str] = ""  # one clause for the model card: "Trained with ReptileDistil by <description>."
+    needs_teacher: ClassVar[bool] = True  # whether a fine-tuned teacher is loaded
+    teacher_learns: ClassVar[bool] = False  # whether the teacher changes while it teaches (saved, evaluated, drift)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"method.name={self.name!r} must be a non-empty name (it names the run's folder).")
+        lr = self.teacher_lr  # its range is checked on the key the optimizer reads, teacher_lr (check below)
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
+            raise ConfigError(f"method.teacher_lr={lr!r} must be a number, or null where the teacher has no optimizer.")
+
+    @property
+    def teacher_optimized(self) -> bool:
+        """Whether the teacher has an optimizer (and a learning-rate schedule) in the loop."""
+        return False
+
+    def check(self, cfg: DictConfig) -> None:
+        """The method's own checks of the whole config, run before anything slow (no hardware resolved yet)."""
+        # teacher_lr's type and range are the schema's (config.py); here only that a learning teacher has one
+        if self.teacher_optimized and cfg.get("teacher_lr") is None:
+            raise ConfigError(f"method={self.name}: its teacher learns, so it needs a learning rate; pass e.g. "
+                              "teacher_lr=5e-5 (or set method.teacher_lr).")
+
+    def for_hardware(self, hw: Hardware) -> Method:
+        """This method with choices that depend on the hardware (e.g. `auto`) made; by default itself."""
+        return self
+
+    def quiz_examples(self) -> int:
+        """Training examples the data module must hold out for the method (MetaDistil's quiz); 0 for most."""
+        return 0
+
+    def map_pairs(self, pairs: ParamPairs, teacher) -> ParamPairs:
+        """The teacher-student parameter pairs the method uses (all mapped ones by default)."""
+        return pairs
+
+    def watched(self, teacher, pairs: Optional[ParamPairs]) -> list:
+        """(name, parameter) of the teacher whose drift from the fine-tuned weights is measured every epoch:
+        none unless the teacher learns; by default the mapped parameters."""
+        if not self.teacher_learns:
+            return []
+        return list(zip(pairs.teacher_names, pairs.teacher_params))
+
+    def teacher_step(self, module: DistilModule, inputs: dict, labels, optimizer) -> TeacherStep:
+        """The teacher's part of one training step, before the student's own step; `optimizer` is the teacher's
+        (None without one). By default the teacher does not move."""
+        return TeacherStep()
+
+
+def number(key: str, value, why: str, low: float = 0.0, strict: bool = False, integer: bool = False) -> float:
+    """`value` checked as a number >= low (> low when strict): a ConfigError naming the key and the fix otherwise."""
+    kind = "a whole number" if integer else "a number"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (not integer or float(value).is_integer())
+    if not ok or (value <= low if strict else value < low):
+        raise ConfigError(f"{key}={value} must be {kind} {'>' if strict else '>='} {low:g} ({why}).")
+    return value
+
+
+def choice(key: str, value, options: tuple[str, ...]) -> str:
+    """`value` (a str, or a bool from the command line's true/false) checked against `options`."""
+    text = str(value).lower() if isinstance(value, (str, bool)) else None
+    if text not in options:
+        raise ConfigError(f"{key} must be {', '.join(options[:-1])} or {options[-1]}, got {value!r}.")
+    return text
+
+
+def snapshot(params: list, optimizer) -> Callable[[], None]:
+    """Copies of `params` (and their optimizer state); calling the result puts them back (fp16 step undo)."""
+    import torch
+
+    state = lambda p: {k: v.clone() if torch.is_tensor(v) else v for k, v in optimizer.state[p].items()}
+    saved = [(p, p.detach().clone(), state(p) if optimizer is not None else None) for p in params]
+
+    @torch.no_grad()
+    def restore() -> None:
+        for p, value, st in saved:
+            p.copy_(value)
+            if optimizer is None:
+                continue
+            if st:
+                optimizer.state[p] = st
+            else:
+                optimizer.state.pop(p, None)
+
+    return restore

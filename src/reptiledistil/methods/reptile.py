@@ -1,0 +1,117 @@
+"""ReptileDistil (Ma et al., COLING 2022): the teacher moves towards a one-step "fast" student between KD steps.
+
+One training step (batch x, y):
+  (a) g1 = grad_s L(s(x), t(x), y); clipped; s' = one fresh-AdamW step from s (closed form, no copy of the model)
+  (b) pseudo_grad: teacher.grad = t[mapped] - s'; clipped; teacher AdamW step
+      interpolate: t[mapped] += epsilon * (s' - t[mapped]) (classic Reptile, no optimizer)
+  (c) the loop: the student's KD step against the updated teacher
+Under fp16 a batch whose g1 overflows is skipped; the teacher's step is undone if the student's g2 overflows.
+The tensor maths is in reptiledistil/reptile.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .base import Method, TeacherStep, choice, number, snapshot
+from ..errors import ConfigError
+
+UPDATES = ("pseudo_grad", "interpolate")
+SHARE_FORWARD = ("auto", "true", "false")
+
+
+@dataclass(frozen=True)
+class Reptile(Method):
+    update: str  # pseudo_grad | interpolate (see the module's docstring)
+    epsilon: float  # update=interpolate: the fraction of the way the teacher moves towards the fast student
+    update_head: bool  # whether the teacher's task head is paired with the student's and moves too
+    share_forward: str  # auto | true | false: one student forward for the fast and the real step
+
+    key: ClassVar[str] = "reptile"
+    title: ClassVar[str] = "ReptileDistil"
+    description: ClassVar[str] = ("ReptileDistil (Ma et al., COLING 2022): KD while the teacher learns to teach by "
+                                  "Reptile updates")
+    teacher_learns: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Normalised here: the command line's method.share_forward=true arrives as a bool
+        object.__setattr__(self, "update", choice("method.update", self.update, UPDATES))
+        object.__setattr__(self, "share_forward", choice("method.share_forward", self.share_forward, SHARE_FORWARD))
+        if not isinstance(self.update_head, bool):
+            raise ConfigError(f"method.update_head must be true or false, got {self.update_head!r}.")
+        number("method.epsilon", self.epsilon, "the step towards the fast student under update=interpolate", strict=True)
+        if self.epsilon > 1:
+            raise ConfigError(f"method.epsilon={self.epsilon} must be at most 1: update=interpolate moves the teacher "
+                              "that fraction of the way to the fast student (1 lands on it). Pass e.g. method.epsilon=0.5.")
+
+    @property
+    def teacher_optimized(self) -> bool:
+        return self.update == "pseudo_grad"  # interpolate moves the teacher without an optimizer
+
+    def for_hardware(self, hw) -> Reptile:
+        if self.share_forward != "auto":
+            return self
+        from ..hardware import default_share_forward
+
+        return dataclasses.replace(self, share_forward=str(default_share_forward(hw.accelerator)).lower())
+
+    @property
+    def shared(self) -> bool:
+        if self.share_forward == "auto":
+            raise RuntimeError("method.share_forward=auto is decided by the hardware: use Reptile.for_hardware(hw).")
+        return self.share_forward == "true"
+
+    def map_pairs(self, pairs, teacher):
+        return pairs if self.update_head else pairs.without_head(teacher.base_model_prefix)  # keeps its classifier
+
+    def fast_student(self, module, inputs: dict, labels, s_logits) -> tuple[list | None, object]:
+        """(a) (the student's parameters after one step of a fresh AdamW on the KD loss against the current
+        teacher, the clipped gradient's norm). Closed form: no copy of the model, no optimizer built.
+        The parameters are None when the (fp16) gradient overflowed."""
+        import torch
+
+        from ..reptile import clip_grads_, fresh_adamw_step
+
+        loss = module.loss(s_logits, module.teacher_logits(inputs), labels)
+        scaler = module.grad_scaler
+        if scaler is not None:  # fp16: scale so small gradients survive the half-precision backward
+            loss = scaler.scale(loss)
+        params = module.student_params
+        grads = list(torch.autograd.grad(loss, params, retain_graph=self.shared, allow_unused=True))
+        present = [g for g in grads if g is not None]
+        module.average_over_processes_(present)  # autograd.grad bypasses DDP
+        if scaler is not None:
+            torch._foreach_div_(present, scaler.get_scale())
+        norm = clip_grads_(present, module.max_grad_norm)
+        if scaler is not None and not torch.isfinite(norm):
+            return None, norm
+        lr, _, betas, eps = module.fast_hp[0]
+        return fresh_adamw_step(params, grads, lr, [h[1] for h in module.fast_hp], betas, eps), norm
+
+    def teacher_step(self, module, inputs: dict, labels, optimizer) -> TeacherStep:
+        from ..reptile import clip_grads_, interpolate_teacher_, set_teacher_pseudo_grads
+
+        s_logits = module.student(**inputs).logits
+        fast, fast_norm = self.fast_student(module, inputs, labels, s_logits)
+        record = {"grad_norm/fast_step": fast_norm}
+        if fast is None:  # fp16 overflow in g1: neither network moves; smaller loss scale next time
+            return TeacherStep(skipped=True, record=record)
+        pairs = module.pairs
+        # fp16: g2 may still overflow, and then this batch must not count at all
+        undo = snapshot(pairs.teacher_params, optimizer) if module.grad_scaler is not None else None
+        if optimizer is None:
+            interpolate_teacher_(pairs, fast, self.epsilon)
+        else:
+            # Stepped directly, not through Lightning: the pseudo-gradients are exact fp32 values that were
+            # never loss-scaled, so the fp16 scaler must not unscale them.
+            set_teacher_pseudo_grads(pairs, fast)
+            record["grad_norm/teacher_pseudo"] = clip_grads_([p.grad for p in pairs.teacher_params],
+                                                             module.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # free the pseudo-gradients until the next step
+        del fast
+        # Not shared: the loop runs a fresh forward (a new dropout mask), as the reference code does
+        return TeacherStep(student_logits=s_logits if self.shared else None, undo=undo, record=record)
