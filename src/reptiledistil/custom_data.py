@@ -6,6 +6,9 @@ module, tokenisation, metrics and models work unchanged. Everything is checked b
 settings, files (existence, extension, UTF-8, emptiness), columns and labels; each problem is a ConfigError
 naming the file (and line) and the fix.
 
+What it gives the rest of the code is a Task (a plain description: labels, columns, task type) and the loaded
+splits beside it, never inside it (`load_for_training`, `load_for_prediction`; data.task_and_splits picks).
+
 Label names (classification) are read from the training file, sorted (numerically when they are all numbers,
 else as strings) and saved with the model (config id2label/label2id, finetuning_task="custom"); predict.py takes
 them, and the task type, from the model's config.
@@ -19,7 +22,7 @@ import json
 import math
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,8 +41,11 @@ FORMAT_HELP = ("Use .csv (comma-separated, header line first), .tsv (tab-separat
 csv.field_size_limit(sys.maxsize)
 
 
+Splits = dict[str, dict[str, datasets.Dataset]]  # "train"/"dev"/"test" -> {name: Dataset}, as data.load_split gives
+
+
 @dataclass(frozen=True)
-class DataSettings:
+class CustomSettings:
     """The data.* keys of task=custom, checked."""
 
     train_file: str | None
@@ -51,23 +57,6 @@ class DataSettings:
     task_type: str  # classification | regression
 
 
-@dataclass(eq=False)
-class CustomData:
-    """What a custom Task carries besides the Task fields: its settings and its loaded splits.
-
-    `splits` maps "train"/"dev"/"test" to {name: Dataset}, the shape `data.load_split` returns.
-    """
-
-    settings: DataSettings
-    splits: dict[str, dict[str, datasets.Dataset]] = field(default_factory=dict)
-
-    def split(self, split: str) -> dict[str, datasets.Dataset]:
-        if split not in self.splits:
-            raise ConfigError(f"split={split!r} of task=custom was not loaded: train and dev are read for training, "
-                              "dev or test for predict.py (split=dev|test).")
-        return self.splits[split]
-
-
 # --- settings -------------------------------------------------------------------------------------------------
 
 
@@ -75,7 +64,7 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None or str(value).strip() == "" else str(value)
 
 
-def data_settings(data_cfg) -> DataSettings:
+def custom_settings(data_cfg) -> CustomSettings:
     """Check the data.* keys of task=custom (task_type, text_columns, label_column)."""
     d = data_cfg if data_cfg is not None else {}
     task_type = str(d.get("task_type", "classification")).strip().lower()
@@ -96,8 +85,9 @@ def data_settings(data_cfg) -> DataSettings:
     label = _opt_str(d.get("label_column"))
     if label is None:
         raise ConfigError("data.label_column is not set: name the column holding the labels, e.g. data.label_column=label.")
-    return DataSettings(_opt_str(d.get("train_file")), _opt_str(d.get("validation_file")), _opt_str(d.get("test_file")),
-                        tuple(cols), label, _opt_str(d.get("id_column")), task_type)
+    return CustomSettings(train_file=_opt_str(d.get("train_file")), validation_file=_opt_str(d.get("validation_file")),
+                          test_file=_opt_str(d.get("test_file")), text_columns=tuple(cols), label_column=label,
+                          id_column=_opt_str(d.get("id_column")), task_type=task_type)
 
 
 # --- reading one file -----------------------------------------------------------------------------------------
@@ -297,7 +287,7 @@ def _text(value: Any) -> str:
     return "" if value is None else value if isinstance(value, str) else str(value)
 
 
-def _glue_columns(ds: datasets.Dataset, s: DataSettings, path: Path, ids: bool) -> dict[str, list]:
+def _glue_columns(ds: datasets.Dataset, s: CustomSettings, path: Path, ids: bool) -> dict[str, list]:
     """idx, text_a, text_b of one file. idx: the id column's values (ids=True and data.id_column set), else the
     row number (training needs integer ids to batch; they are only written to predictions.tsv)."""
     a = [_text(v) for v in ds[s.text_columns[0]]]
@@ -312,7 +302,7 @@ def _glue_columns(ds: datasets.Dataset, s: DataSettings, path: Path, ids: bool) 
     return {"idx": idx, "text_a": a, "text_b": b}
 
 
-def _labelled(s: DataSettings, key: str, labels: tuple[str, ...] | None, known_from: str):
+def _labelled(s: CustomSettings, key: str, labels: tuple[str, ...] | None, known_from: str):
     """A labelled file as a GLUE-style Dataset, and the class names in id order (() for regression).
 
     Classification, `labels` None: the training file, whose labels define the classes. Otherwise every label must
@@ -346,17 +336,17 @@ def _labelled(s: DataSettings, key: str, labels: tuple[str, ...] | None, known_f
     return datasets.Dataset.from_dict(cols), labels
 
 
-def _test_split(s: DataSettings) -> datasets.Dataset:
+def _test_split(s: CustomSettings) -> datasets.Dataset:
     ds, path, _ = read_table(s.test_file, "test_file")
     required = [(c, "text_columns") for c in s.text_columns] + ([(s.id_column, "id_column")] if s.id_column else [])
     _require_columns(ds, path, required)
     return datasets.Dataset.from_dict(_glue_columns(ds, s, path, ids=True))
 
 
-# --- the Task -------------------------------------------------------------------------------------------------
+# --- the Task and its splits -----------------------------------------------------------------------------------
 
 
-def custom_task(s: DataSettings, labels: Sequence[str], splits: dict | None = None) -> Task:
+def custom_task(s: CustomSettings, labels: Sequence[str]) -> Task:
     """The Task for the user's data: labels in id order (() for regression), metrics and selection by type."""
     labels = tuple(labels) if s.task_type == "classification" else ()
     a, b = s.text_columns[0], (s.text_columns[1] if len(s.text_columns) == 2 else None)
@@ -364,20 +354,21 @@ def custom_task(s: DataSettings, labels: Sequence[str], splits: dict | None = No
         metrics, selection = ("accuracy", "macro_f1"), ("accuracy",)
     else:
         metrics, selection = ("pearson", "spearman"), ("pearson", "spearman")
-    return Task(CUSTOM, CUSTOM, a, b, s.label_column, labels, metrics, selection,
-                (EvalSplit("dev", s.validation_file or "", "validation"),),
-                (TestSplit(s.test_file or "", PREDICTIONS_FILE, "test"),),
-                a, b, CUSTOM, a, b, train_file=s.train_file, id_header="id",
-                custom=CustomData(s, dict(splits or {})))
+    return Task(name=CUSTOM, dir=CUSTOM, text_a=a, text_b=b, label_col=s.label_column, labels=labels, metrics=metrics,
+                selection=selection,
+                eval_splits=(EvalSplit(name="dev", file=s.validation_file or "", hub_split="validation"),),
+                test_splits=(TestSplit(file=s.test_file or "", submission=PREDICTIONS_FILE, hub_split="test"),),
+                test_text_a=a, test_text_b=b, hub_config=CUSTOM, hub_text_a=a, hub_text_b=b,
+                train_file=s.train_file, id_header="id")
 
 
-def training_task(s: DataSettings) -> Task:
+def load_for_training(s: CustomSettings) -> tuple[Task, Splits]:
     """finetune_teacher.py and train.py: labels from the training file; the train and dev splits loaded."""
     _check_file(s.train_file, "train_file")  # both settings before reading either file
     _check_file(s.validation_file, "validation_file")
     train, labels = _labelled(s, "train_file", None, "")
     dev, _ = _labelled(s, "validation_file", labels, f"the training data ({s.train_file})")
-    return custom_task(s, labels, {"train": {"train": train}, "dev": {"dev": dev}})
+    return custom_task(s, labels), {"train": {"train": train}, "dev": {"dev": dev}}
 
 
 def model_labels(model_dir: str, hint: str) -> tuple[str, tuple[str, ...]]:
@@ -396,23 +387,15 @@ def model_labels(model_dir: str, hint: str) -> tuple[str, tuple[str, ...]]:
     return "classification", tuple(str(config.id2label[i]) for i in range(config.num_labels))
 
 
-def prediction_task(s: DataSettings, model_dir: str, split: str) -> Task:
+def load_for_prediction(s: CustomSettings, model_dir: str, split: str) -> tuple[Task, Splits]:
     """predict.py: task type and labels from the model's config; the requested split (dev or test) loaded."""
     hint = "Pass model_dir=<a model fine-tuned or distilled with task=custom>."
     task_type, labels = model_labels(model_dir, hint)
     s = dataclasses.replace(s, task_type=task_type)
-    splits: dict = {}
+    splits: Splits = {}
     if split == "dev":
         dev, _ = _labelled(s, "validation_file", labels, f"the labels of the model ({model_dir})")
         splits["dev"] = {"dev": dev}
     elif split == "test":
         splits["test"] = {PREDICTIONS_FILE: _test_split(s)}
-    return custom_task(s, labels, splits)
-
-
-def custom_task_for(cfg, model_dir: str | None = None) -> Task:
-    """task=custom from a composed config (data.* keys); with model_dir, for predict.py (cfg.split)."""
-    s = data_settings(cfg.get("data"))
-    if model_dir is None:
-        return training_task(s)
-    return prediction_task(s, str(model_dir), str(cfg.get("split")))
+    return custom_task(s, labels), splits

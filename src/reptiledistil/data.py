@@ -2,6 +2,10 @@
 
 Every split becomes a Dataset with columns `idx`, `text_a`, `text_b` (None for single-sentence tasks)
 and, for labelled splits, `labels` (class id, or float score for STS-B).
+
+`task_data(cfg)` is where a run gets its task and its data: a GLUE row (files read when a split is asked for)
+or task=custom (custom_data.py builds the task description from the user's files and loads the splits, all
+checked before any model). `DataSettings` is what the data module reads from the config, built once.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import math
 import os
 import sys
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -20,8 +25,11 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from . import custom_data
 from .errors import ConfigError
-from .tasks import Task, is_missing_label
+from .tasks import CUSTOM, Task, get_task, is_missing_label
+
+Splits = custom_data.Splits  # "train"/"dev"/"test" -> {name: Dataset}
 
 GLUE_HELP = (
     "Get GLUE with the classic download_glue_data.py script (it writes glue_data/<TASK>/*.tsv), "
@@ -177,8 +185,10 @@ def load_split(task: Task, split: str, glue_dir: str | None = None, source: str 
 
     Returns {name: Dataset}; test datasets are keyed by their submission file name (e.g. "MNLI-m.tsv").
     """
-    if task.custom is not None:  # task=custom: loaded (and checked) when the task was built, see custom_data.py
-        return task.custom.split(split)
+    if task.is_custom:
+        raise ConfigError(f"split={split!r} of task=custom was not loaded: its files are the data.* keys, read (and "
+                          "checked) when the task is built (data.task_data(cfg)); train and dev are read for "
+                          "training, dev or test for predict.py (split=dev|test).")
     if split == "train" and task.train_file is None:
         raise ConfigError(f"Task {task.name} has no training data: it is test only. "
                           + (AX_HELP if task.name == "ax" else "Pick a task with training data."))
@@ -202,10 +212,52 @@ def load_split(task: Task, split: str, glue_dir: str | None = None, source: str 
     raise ConfigError(f"split must be train, dev or test, got {split!r}.")
 
 
-def load_training_splits(task: Task, glue_dir: str | None = None, source: str = "tsv") -> dict[str, dict[str, datasets.Dataset]]:
+def load_training_splits(task: Task, glue_dir: str | None = None, source: str = "tsv") -> Splits:
     """{"train": {"train": ...}, "dev": {name: ...}}: what fine-tuning and distillation read, loaded and checked
     (missing, empty, malformed or non-UTF-8 files; an unreachable hub) before any model is loaded."""
     return {"train": load_split(task, "train", glue_dir, source), "dev": load_split(task, "dev", glue_dir, source)}
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A run's task and where its splits come from: GLUE files (read when a split is asked for), or task=custom's
+    files (read, and checked, when the task was built: `loaded`)."""
+
+    task: Task
+    glue_dir: str | None = None
+    source: str = "tsv"
+    loaded: Splits | None = field(default=None, compare=False, repr=False)
+
+    def split(self, split: str) -> dict[str, datasets.Dataset]:
+        """{name: Dataset} of "train", "dev" or "test", as load_split gives them."""
+        if self.loaded is None:
+            return load_split(self.task, split, self.glue_dir, self.source)
+        if split not in self.loaded:
+            raise ConfigError(f"split={split!r} of task=custom was not loaded: train and dev are read for training, "
+                              "dev or test for predict.py (split=dev|test).")
+        return self.loaded[split]
+
+    def training_splits(self) -> Splits:
+        """{"train": ..., "dev": ...}: what fine-tuning and distillation read, loaded and checked before any model."""
+        return {"train": self.split("train"), "dev": self.split("dev")}
+
+
+def task_data(cfg, model_dir: str | None = None) -> TaskData:
+    """The task of a run (cfg.task.name) and its data (cfg.data.*).
+
+    A GLUE task is a row of the table; its files are read when a split is asked for. task=custom is built from
+    the user's files, checked and loaded here, before any model: labels come from the training file, or, with
+    `model_dir` (predict.py), from that model's config (and cfg.split is the split loaded).
+    """
+    glue_dir, source = cfg.data.glue_dir, cfg.data.source
+    if str(cfg.task.name).lower() != CUSTOM:
+        return TaskData(task=get_task(cfg.task.name), glue_dir=glue_dir, source=source)
+    settings = custom_data.custom_settings(cfg.get("data"))
+    if model_dir is None:
+        task, splits = custom_data.load_for_training(settings)
+    else:
+        task, splits = custom_data.load_for_prediction(settings, str(model_dir), str(cfg.get("split")))
+    return TaskData(task=task, glue_dir=glue_dir, source=source, loaded=splits)
 
 
 def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> datasets.Dataset:
@@ -271,26 +323,58 @@ class ResumableSampler(torch.utils.data.Sampler):
         return iter(order[self.rank::self.world_size][start:])
 
 
-class GlueDataModule(pl.LightningDataModule):
-    """Train and dev loaders for one task; one val loader per eval split (MNLI: matched, mismatched)."""
+@dataclass(frozen=True)
+class DataSettings:
+    """What the data module reads from a training config: built once (from_cfg), passed by keyword."""
 
-    def __init__(self, task: Task, tokenizer: PreTrainedTokenizerBase, glue_dir: str | None = None,
-                 source: str = "tsv", max_seq_length: int = 128, batch_size: int = 32, eval_batch_size: int = 64,
-                 max_train_samples: int | None = None, max_eval_samples: int | None = None, num_workers: int = 0,
-                 seed: int = 0, splits: dict[str, dict[str, datasets.Dataset]] | None = None, quiz_size: int = 0):
+    glue_dir: str | None = None
+    source: str = "tsv"
+    max_seq_length: int = 128
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_train_samples: int | None = None  # the first n examples (quick runs); None or <= 0: all
+    max_eval_samples: int | None = None
+    num_workers: int = 0
+    seed: int = 0  # the training order of epoch e is a permutation seeded with seed + e; the quiz draw too
+
+    @classmethod
+    def from_cfg(cls, cfg) -> DataSettings:
+        d = cfg.data
+        return cls(glue_dir=d.glue_dir, source=d.source, max_seq_length=cfg.max_seq_length,
+                   batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+                   max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples,
+                   num_workers=d.num_workers, seed=cfg.seed)
+
+
+def check_quiz_fits(splits: Splits, quiz_examples: int, max_train_samples: int | None) -> None:
+    """A method's held-out quiz set must leave training data: checked on the loaded split, before any model."""
+    if not quiz_examples:
+        return
+    n = len(splits["train"]["train"])
+    n = min(n, max_train_samples) if max_train_samples and max_train_samples > 0 else n
+    if quiz_examples >= n:
+        raise ConfigError(f"method.quiz_size={quiz_examples} leaves no training data: there are {n} training "
+                          f"examples. Pass a smaller method.quiz_size (e.g. {max(1, n // 10)}).")
+
+
+class GlueDataModule(pl.LightningDataModule):
+    """Train and dev loaders for one task; one val loader per eval split (MNLI: matched, mismatched); and, when a
+    method asks for one (`quiz_examples`: method.quiz_examples()), a held-out quiz set drawn from the training data
+    (quiz_batch)."""
+
+    def __init__(self, task: Task, tokenizer: PreTrainedTokenizerBase, settings: DataSettings = DataSettings(),
+                 splits: Splits | None = None, quiz_examples: int = 0):
         super().__init__()
         # {"train": ..., "dev": ...} as load_training_splits returns them, when loaded (and checked) beforehand
         self.splits = splits
-        self.seed = seed  # the training order of epoch e is a permutation seeded with seed + e
+        self.settings = settings
+        self.seed = settings.seed  # the training order of epoch e is a permutation seeded with seed + e
         self.train_batches_done = 0  # in the current epoch; kept in checkpoints (set by ResumableCheckpoint)
         self._resume_skip = 0
         self.task, self.tokenizer = task, tokenizer
-        self.glue_dir, self.source = glue_dir, source
-        self.max_seq_length, self.batch_size, self.eval_batch_size = max_seq_length, batch_size, eval_batch_size
-        self.max_train_samples, self.max_eval_samples = max_train_samples, max_eval_samples
-        self.num_workers = num_workers
+        self.batch_size = settings.batch_size
         self.collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-        self.quiz_size = quiz_size  # examples a method holds out of training (MetaDistil: the teacher's quiz)
+        self.quiz_examples = quiz_examples  # examples a method holds out of training (MetaDistil: the teacher's quiz)
         self.train_ds: datasets.Dataset | None = None
         self.quiz_ds: datasets.Dataset | None = None
         self.eval_ds: dict[str, datasets.Dataset] = {}
@@ -302,18 +386,19 @@ class GlueDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_ds is not None:
             return
-        splits = self.splits or load_training_splits(self.task, self.glue_dir, self.source)
-        self.train_ds = tokenize(subsample(splits["train"]["train"], self.max_train_samples), self.tokenizer,
-                                 self.max_seq_length)
-        if self.quiz_size:
-            self.train_ds, self.quiz_ds = split_quiz(self.train_ds, self.quiz_size, self.seed)
+        s = self.settings
+        splits = self.splits or load_training_splits(self.task, s.glue_dir, s.source)
+        self.train_ds = tokenize(subsample(splits["train"]["train"], s.max_train_samples), self.tokenizer,
+                                 s.max_seq_length)
+        if self.quiz_examples:
+            self.train_ds, self.quiz_ds = split_quiz(self.train_ds, self.quiz_examples, self.seed)
         for name, ds in splits["dev"].items():
-            self.eval_ds[name] = tokenize(subsample(ds, self.max_eval_samples), self.tokenizer, self.max_seq_length)
+            self.eval_ds[name] = tokenize(subsample(ds, s.max_eval_samples), self.tokenizer, s.max_seq_length)
         self.splits = None  # the untokenised text is no longer needed
 
     def _loader(self, ds, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(ds.with_format("python"), batch_size=batch_size, shuffle=shuffle,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+                          collate_fn=self.collate, num_workers=self.settings.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         t = self.trainer
@@ -322,7 +407,7 @@ class GlueDataModule(pl.LightningDataModule):
         sampler.skip_batches(self._resume_skip)  # a run resumed mid-epoch starts where it stopped
         self._resume_skip = 0
         return DataLoader(self.train_ds.with_format("python"), batch_size=self.batch_size, sampler=sampler,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+                          collate_fn=self.collate, num_workers=self.settings.num_workers)
 
     def quiz_batch(self, step: int, rank: int = 0) -> dict[str, torch.Tensor]:
         """A batch of the quiz set for training step `step` on process `rank`: drawn without replacement by a
@@ -339,7 +424,7 @@ class GlueDataModule(pl.LightningDataModule):
         self._resume_skip = self.train_batches_done = state["train_batches_done"]
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.eval_ds[n], False, self.eval_batch_size) for n in self.eval_names]
+        return [self._loader(self.eval_ds[n], False, self.settings.eval_batch_size) for n in self.eval_names]
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

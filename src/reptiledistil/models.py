@@ -217,7 +217,7 @@ def check_head(config, task: Task, where: str, fix: str) -> None:
         kind = "a regression task (1 output)" if task.is_regression else f"{task.num_labels} labels"
         raise ConfigError(f"{where} has a {config.num_labels}-way classification head, but task {task.name} needs "
                           f"{kind}. {fix}")
-    if task.custom is not None and task.labels:  # task=custom: the same classes, in the same order
+    if task.is_custom and task.labels:  # task=custom: the same classes, in the same order
         saved = [str(config.id2label[i]) for i in range(config.num_labels)]
         if saved != list(task.labels):
             raise ConfigError(f"{where} predicts the labels {saved}, but the data's labels are {list(task.labels)}. "
@@ -232,7 +232,7 @@ def check_head(config, task: Task, where: str, fix: str) -> None:
     # Real label names (not transformers' defaults LABEL_0, LABEL_1, ...) say what the model was trained for,
     # even when its config names no finetuning_task: another task's names mean nonsense predictions.
     real = not all(re.fullmatch(r"label_\d+", n) for n in names)
-    if task.custom is None and real and ours != list(task.labels):  # task=custom: checked exactly above
+    if not task.is_custom and real and ours != list(task.labels):  # task=custom: checked exactly above
         hub = f" (or the hub's {list(task.label_aliases)})" if task.label_aliases else ""
         raise ConfigError(f"{where} predicts the labels {names}, but task {task.name}'s labels are "
                           f"{list(task.labels)}{hub}: it was fine-tuned for another task. {fix}")

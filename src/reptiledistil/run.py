@@ -48,7 +48,7 @@ FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={tas
 def finetune_hint(task, teacher_dir) -> str:
     """How to get a teacher for `task`: the path named is the one finetune_teacher.py writes for that task."""
     path = f"model/{task.name}/teacher"  # conf/finetune_teacher.yaml's output_dir without overrides
-    task_arg = task.name + (" (with the same data.* keys)" if task.custom is not None else "")
+    task_arg = task.name + (" (with the same data.* keys)" if task.is_custom else "")
     hint = FINETUNE_HINT.format(task=task_arg, path=path)
     if Path(str(teacher_dir)) != Path(path):
         hint = hint[:-1] + f"; then pass teacher_dir={path}."

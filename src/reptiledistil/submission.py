@@ -50,7 +50,7 @@ def format_predictions(task: Task, logits: torch.Tensor) -> list[str]:
     task=custom: the label names saved with the model; regression scores unclipped (6 significant digits).
     """
     if task.is_regression:
-        if task.custom is not None:
+        if task.is_custom:
             return [f"{x + 0.0:.6g}" for x in logits.squeeze(-1).tolist()]
         # + 0.0 turns -0.0 (which clamp keeps) into 0.0, so no "-0.000" reaches the server.
         return [f"{x + 0.0:.3f}" for x in logits.squeeze(-1).clamp(0.0, 5.0).tolist()]

@@ -7,13 +7,10 @@ Column names are those of the classic `glue_data/<TASK>/` TSV files written by `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 
-if TYPE_CHECKING:
-    from .custom_data import CustomData
-
+CUSTOM = "custom"  # task=custom: the user's own data, described by custom_data.py from conf/task/custom.yaml's keys
 
 # Label cells that mean "no label": what spreadsheets, pandas (NaN) and JSON (null, NaN) write for a missing value.
 # Read as text they would become a class of their own, or (JSON NaN) turn every label of the file into a float.
@@ -48,6 +45,10 @@ class TestSplit:
 
 @dataclass(frozen=True)
 class Task:
+    """What a task is: its files, columns, labels, metrics and submission names. A plain description: looking
+    a task up reads no file (task=custom's description is built from the user's files by custom_data.py, which
+    keeps the loaded splits to itself)."""
+
     name: str  # config key, lower case: "rte"
     dir: str  # folder under glue_data: "RTE"
     text_a: str  # column in the labelled files
@@ -69,8 +70,11 @@ class Task:
     headerless_columns: tuple[str, ...] = ()
     label_aliases: dict[str, str] = field(default_factory=dict)  # other names of our labels (the hub's), lower case
     id_header: str = "index"  # first column of the prediction files (GLUE: index; task=custom: id)
-    # task=custom only: the user's data settings and loaded splits (custom_data.py); None for GLUE tasks.
-    custom: CustomData | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def is_custom(self) -> bool:
+        """task=custom: the user's own data (custom_data.py), not a row of the GLUE table."""
+        return self.name == CUSTOM
 
     @property
     def is_regression(self) -> bool:
@@ -82,11 +86,11 @@ class Task:
 
 
 def _dev(hub: str = "validation") -> tuple[EvalSplit, ...]:
-    return (EvalSplit("dev", "dev.tsv", hub),)
+    return (EvalSplit(name="dev", file="dev.tsv", hub_split=hub),)
 
 
 def _test(submission: str) -> tuple[TestSplit, ...]:
-    return (TestSplit("test.tsv", submission, "test"),)
+    return (TestSplit(file="test.tsv", submission=submission, hub_split="test"),)
 
 
 BINARY = ("0", "1")
@@ -100,69 +104,71 @@ def hub_names(*names: str) -> dict[str, str]:
     return dict(zip(names, BINARY))
 
 
+def _glue(name: str, dir: str, text_a: str, text_b: str | None, label_col: str | None, labels: tuple[str, ...],
+          metrics: tuple[str, ...], **fields) -> Task:
+    """A GLUE row: the test files name their text columns as the labelled files do unless told otherwise, the
+    hub config is the task's name, and selection is by every metric unless told otherwise."""
+    fields.setdefault("selection", metrics)
+    fields.setdefault("eval_splits", _dev())
+    fields.setdefault("test_text_a", text_a)
+    fields.setdefault("test_text_b", text_b)
+    fields.setdefault("hub_config", name)
+    fields.setdefault("hub_text_a", text_a)
+    fields.setdefault("hub_text_b", text_b)
+    return Task(name=name, dir=dir, text_a=text_a, text_b=text_b, label_col=label_col, labels=labels,
+                metrics=metrics, **fields)
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
-        Task("cola", "CoLA", "sentence", None, "label", BINARY, ("mcc", "accuracy"), ("mcc",),
-             _dev(), _test("CoLA.tsv"), "sentence", None, "cola", "sentence", None,
-             headerless_columns=("source", "label", "label_notation", "sentence"),
-             label_aliases=hub_names("unacceptable", "acceptable")),
-        Task("sst2", "SST-2", "sentence", None, "label", BINARY, ("accuracy",), ("accuracy",),
-             _dev(), _test("SST-2.tsv"), "sentence", None, "sst2", "sentence", None,
-             label_aliases=hub_names("negative", "positive")),
-        Task("mrpc", "MRPC", "#1 String", "#2 String", "Quality", BINARY, ("f1", "accuracy"), ("f1", "accuracy"),
-             _dev(), _test("MRPC.tsv"), "#1 String", "#2 String", "mrpc", "sentence1", "sentence2",
-             label_aliases=hub_names("not_equivalent", "equivalent")),
-        Task("stsb", "STS-B", "sentence1", "sentence2", "score", (), ("pearson", "spearman"), ("pearson", "spearman"),
-             _dev(), _test("STS-B.tsv"), "sentence1", "sentence2", "stsb", "sentence1", "sentence2"),
-        Task("qqp", "QQP", "question1", "question2", "is_duplicate", BINARY, ("f1", "accuracy"), ("f1", "accuracy"),
-             _dev(), _test("QQP.tsv"), "question1", "question2", "qqp", "question1", "question2",
-             label_aliases=hub_names("not_duplicate", "duplicate")),
-        Task("mnli", "MNLI", "sentence1", "sentence2", "gold_label", MNLI_LABELS, ("accuracy",), ("accuracy",),
-             (EvalSplit("dev", "dev_matched.tsv", "validation_matched"),
-              EvalSplit("dev_mm", "dev_mismatched.tsv", "validation_mismatched")),
-             (TestSplit("test_matched.tsv", "MNLI-m.tsv", "test_matched"),
-              TestSplit("test_mismatched.tsv", "MNLI-mm.tsv", "test_mismatched")),
-             "sentence1", "sentence2", "mnli", "premise", "hypothesis"),
-        Task("qnli", "QNLI", "question", "sentence", "label", NLI2, ("accuracy",), ("accuracy",),
-             _dev(), _test("QNLI.tsv"), "question", "sentence", "qnli", "question", "sentence"),
-        Task("rte", "RTE", "sentence1", "sentence2", "label", NLI2, ("accuracy",), ("accuracy",),
-             _dev(), _test("RTE.tsv"), "sentence1", "sentence2", "rte", "sentence1", "sentence2"),
-        Task("wnli", "WNLI", "sentence1", "sentence2", "label", BINARY, ("accuracy",), ("accuracy",),
-             _dev(), _test("WNLI.tsv"), "sentence1", "sentence2", "wnli", "sentence1", "sentence2",
-             label_aliases=hub_names("not_entailment", "entailment")),
+        _glue(name="cola", dir="CoLA", text_a="sentence", text_b=None, label_col="label", labels=BINARY,
+              metrics=("mcc", "accuracy"), selection=("mcc",), test_splits=_test("CoLA.tsv"),
+              headerless_columns=("source", "label", "label_notation", "sentence"),
+              label_aliases=hub_names("unacceptable", "acceptable")),
+        _glue(name="sst2", dir="SST-2", text_a="sentence", text_b=None, label_col="label", labels=BINARY,
+              metrics=("accuracy",), test_splits=_test("SST-2.tsv"),
+              label_aliases=hub_names("negative", "positive")),
+        _glue(name="mrpc", dir="MRPC", text_a="#1 String", text_b="#2 String", label_col="Quality", labels=BINARY,
+              metrics=("f1", "accuracy"), test_splits=_test("MRPC.tsv"), hub_text_a="sentence1",
+              hub_text_b="sentence2", label_aliases=hub_names("not_equivalent", "equivalent")),
+        _glue(name="stsb", dir="STS-B", text_a="sentence1", text_b="sentence2", label_col="score", labels=(),
+              metrics=("pearson", "spearman"), test_splits=_test("STS-B.tsv")),
+        _glue(name="qqp", dir="QQP", text_a="question1", text_b="question2", label_col="is_duplicate",
+              labels=BINARY, metrics=("f1", "accuracy"), test_splits=_test("QQP.tsv"),
+              label_aliases=hub_names("not_duplicate", "duplicate")),
+        _glue(name="mnli", dir="MNLI", text_a="sentence1", text_b="sentence2", label_col="gold_label",
+              labels=MNLI_LABELS, metrics=("accuracy",),
+              eval_splits=(EvalSplit(name="dev", file="dev_matched.tsv", hub_split="validation_matched"),
+                           EvalSplit(name="dev_mm", file="dev_mismatched.tsv", hub_split="validation_mismatched")),
+              test_splits=(TestSplit(file="test_matched.tsv", submission="MNLI-m.tsv", hub_split="test_matched"),
+                           TestSplit(file="test_mismatched.tsv", submission="MNLI-mm.tsv",
+                                     hub_split="test_mismatched")),
+              hub_text_a="premise", hub_text_b="hypothesis"),
+        _glue(name="qnli", dir="QNLI", text_a="question", text_b="sentence", label_col="label", labels=NLI2,
+              metrics=("accuracy",), test_splits=_test("QNLI.tsv")),
+        _glue(name="rte", dir="RTE", text_a="sentence1", text_b="sentence2", label_col="label", labels=NLI2,
+              metrics=("accuracy",), test_splits=_test("RTE.tsv")),
+        _glue(name="wnli", dir="WNLI", text_a="sentence1", text_b="sentence2", label_col="label", labels=BINARY,
+              metrics=("accuracy",), test_splits=_test("WNLI.tsv"),
+              label_aliases=hub_names("not_entailment", "entailment")),
         # AX: diagnostic set, test only, predicted with an MNLI model (hence MNLI's labels).
-        Task("ax", "diagnostic", "sentence1", "sentence2", None, MNLI_LABELS, (), (),
-             (), (TestSplit("diagnostic.tsv", "AX.tsv", "test"),), "sentence1", "sentence2",
-             "ax", "premise", "hypothesis", train_file=None),
+        _glue(name="ax", dir="diagnostic", text_a="sentence1", text_b="sentence2", label_col=None,
+              labels=MNLI_LABELS, metrics=(), selection=(), eval_splits=(),
+              test_splits=(TestSplit(file="diagnostic.tsv", submission="AX.tsv", hub_split="test"),),
+              hub_text_a="premise", hub_text_b="hypothesis", train_file=None),
     ]
 }
-
-
-CUSTOM = "custom"  # task=custom: the user's own data, see custom_data.py and conf/task/custom.yaml
 
 
 def get_task(name: str) -> Task:
     key = str(name).lower().replace("-", "")
     if key == CUSTOM:
         raise ConfigError("task=custom is not in the GLUE table: it is built from your data files (data.train_file "
-                          "and the other keys in conf/task/custom.yaml) by tasks.task_for(cfg).")
+                          "and the other keys in conf/task/custom.yaml) by data.task_and_splits(cfg) (custom_data.py).")
     if key not in TASKS:
         raise ConfigError(
             f"Unknown task {name!r}. Valid tasks: {', '.join(TASKS)}, or {CUSTOM} for your own data files. "
             "Pick one with task=<name>, e.g. `python finetune_teacher.py task=rte`."
         )
     return TASKS[key]
-
-
-def task_for(cfg, model_dir: str | None = None) -> Task:
-    """The task of a run: a GLUE task from the table, or task=custom built from the data.* files.
-
-    For task=custom the files are checked and loaded here, before any model: labels come from the training file,
-    or, with `model_dir` (predict.py), from that model's config.
-    """
-    if str(cfg.task.name).lower() == CUSTOM:
-        from .custom_data import custom_task_for  # reads the user's files: only when asked to
-
-        return custom_task_for(cfg, model_dir)
-    return get_task(cfg.task.name)
