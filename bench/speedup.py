@@ -310,7 +310,8 @@ def main(argv: list[str] | None = None) -> dict:
         for device in devices:
             for preset in a.presets:
                 names = cpu_engines if device == "cpu" else engines(device)
-                result["rows"] += bench_preset(preset, device, names, a.batch_sizes, a.seq_len, warmup, repeats)
+                result["rows"] += bench_preset(preset, device, names, a.batch_sizes, a.seq_len, warmup=warmup,
+                                               repeats=repeats)
         print_table(result["rows"])
         result["goals"] = check_goals([r for r in result["rows"] if r["device"] == "cpu"])
         print("\nGoals (CPU, fp32 teacher vs the fastest student engine, same run):")
@@ -318,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"  {'MET    ' if g['met'] else 'NOT MET'} {g['what']}: {g['got']:.2f}x ({g['engine']})")
     result["eval"] = []
     for task, student_dir in evals:
-        ev = evaluate(task, student_dir, cpu_engines, a.glue_dir, a.seq_len, a.eval_batch_size, a.max_eval_samples)
+        ev = evaluate(task, student_dir, cpu_engines, a.glue_dir, a.seq_len, batch=a.eval_batch_size,
+                      max_samples=a.max_eval_samples)
         result["eval"].append(ev)
         print(f"\nDev metric, {ev['task']} student ({ev['student_layers']} layers) {ev['student_dir']}:")
         for split, r in ev["splits"].items():

@@ -665,22 +665,23 @@ def test_finetune_py_nan_label_in_the_training_file_is_refused_there(tmp_path, t
 @pytest.mark.parametrize("cell, shown, line", [("NaN", "nan", 3), ("null", "null", 3), ('"None"', "'None'", 3),
                                                ('""', "an empty cell", 3)])
 def test_missing_json_lines_label_is_refused_there(tmp_path, cell, shown, line):
-    from reptiledistil.custom_data import data_settings, training_task
+    from reptiledistil.custom_data import custom_settings, load_for_training
 
     data = custom_files(tmp_path, '{"text": "a cat", "label": 0}\n\n{"text": "a dog", "label": %s}\n'
                         '{"text": "the mat", "label": 1}\n' % cell, "jsonl")
-    s = data_settings({"train_file": data[1].split("=", 1)[1], "validation_file": data[2].split("=", 1)[1],
-                       "text_columns": ["text"], "label_column": "label"})
+    s = custom_settings({"train_file": data[1].split("=", 1)[1], "validation_file": data[2].split("=", 1)[1],
+                         "text_columns": ["text"], "label_column": "label"})
     with pytest.raises(ConfigError, match=re.escape(f"train.jsonl:{line}: missing label in column 'label' ({shown};")):
-        training_task(s)
+        load_for_training(s)
 
 
 def test_integer_json_lines_labels_stay_integers(tmp_path):
-    from reptiledistil.custom_data import data_settings, training_task
+    from reptiledistil.custom_data import custom_settings, load_for_training
 
     data = custom_files(tmp_path, '{"text": "a cat", "label": 0}\n{"text": "a dog", "label": 1}\n', "jsonl")
-    task = training_task(data_settings({"train_file": data[1].split("=", 1)[1], "text_columns": ["text"],
-                                        "validation_file": data[2].split("=", 1)[1], "label_column": "label"}))
+    task, _ = load_for_training(custom_settings({"train_file": data[1].split("=", 1)[1], "text_columns": ["text"],
+                                                 "validation_file": data[2].split("=", 1)[1],
+                                                 "label_column": "label"}))
     assert task.labels == ("0", "1")  # as the CSV dev file writes them: never 0.0 and 1.0
 
 

@@ -12,10 +12,9 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 from conftest import compose_cfg, quick
 from reptiledistil import run
 from reptiledistil.custom_data import sort_labels
-from reptiledistil.data import load_split
+from reptiledistil.data import task_data
 from reptiledistil.errors import ConfigError
 from reptiledistil.run import distil, finetune, predict
-from reptiledistil.tasks import task_for
 
 WORDS = "the a cat dog sat on mat runs quickly slowly big small red blue house tree".split()
 CLASSES = ["pos", "neg", "mixed"]  # first-seen order; saved sorted: mixed, neg, pos
@@ -148,8 +147,8 @@ def test_tsv_text_pairs(tmp_path, tiny_bert):
              "dev": write(d / "dev.tsv", [head] + [f"{sent(i)}\t{sent(i + 4)}\t{i % 2}" for i in range(6)])}
     cfg = compose_cfg("finetune_teacher", quick(tmp_path, tmp_path) + custom(files, text="[question,answer]") + [
         f"model.teacher_init={tiny_bert}", f"output_dir={tmp_path / 'teacher'}"])
-    task = task_for(cfg)
-    train = load_split(task, "train")["train"]
+    data = task_data(cfg)
+    task, train = data.task, data.split("train")["train"]
     assert train.column_names == ["idx", "text_a", "text_b", "labels"]
     assert train[0]["text_a"] == f'"{sent(0)}' and train[0]["text_b"] == sent(3), "TSV: quotes are text"
     assert task.labels == ("0", "1") and train["labels"][:4] == [0, 1, 0, 1] and train["idx"][:3] == [0, 1, 2]
@@ -170,9 +169,9 @@ def test_numeric_labels_saved_in_numeric_order(tmp_path):
     files = {"train": write(d / "train.csv", ["text,label"] + [f"{sent(i)},{[10, 2, 1][i % 3]}" for i in range(9)]),
              "dev": write(d / "dev.csv", ["text,label", f"{sent(0)},2"])}
     cfg = compose_cfg("finetune_teacher", custom(files, text="[text]") + ["log_dir=x"])
-    task = task_for(cfg)
-    assert task.labels == ("1", "2", "10")
-    assert load_split(task, "train")["train"]["labels"][:3] == [2, 1, 0]
+    data = task_data(cfg)
+    assert data.task.labels == ("1", "2", "10")
+    assert data.split("train")["train"]["labels"][:3] == [2, 1, 0]
 
 
 # --- bad input: a ConfigError naming the problem and the fix, before any model, nothing written ---------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_GLUE, compose_cfg
-from reptiledistil.data import GlueDataModule, load_split
+from reptiledistil.data import DataSettings, GlueDataModule, load_split
 from reptiledistil.run import predict
 from reptiledistil.tasks import get_task
 
@@ -109,8 +109,9 @@ def test_diagnostic_texts():
 
 def test_datamodule_on_real_mrpc(tokenizer):
     need("MRPC/train.tsv", "MRPC/dev.tsv")
-    dm = GlueDataModule(get_task("mrpc"), tokenizer, str(SHARED_GLUE), max_seq_length=64, batch_size=8,
-                        eval_batch_size=16, max_train_samples=32, max_eval_samples=16)
+    dm = GlueDataModule(get_task("mrpc"), tokenizer, settings=DataSettings(
+        glue_dir=str(SHARED_GLUE), max_seq_length=64, batch_size=8, eval_batch_size=16, max_train_samples=32,
+        max_eval_samples=16))
     dm.setup()
     assert len(dm.train_ds) == 32 and len(dm.eval_ds["dev"]) == 16
     b = next(iter(dm.val_dataloader()[0]))

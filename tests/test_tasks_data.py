@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reptiledistil.data import (DEFAULT_GLUE_DIRS, GlueDataModule, check_max_seq_length, load_split, model_inputs,
+from reptiledistil.data import (DEFAULT_GLUE_DIRS, DataSettings, GlueDataModule, check_max_seq_length, load_split, model_inputs,
                                 read_tsv, resolve_glue_dir, subsample, tokenize)
 from reptiledistil.errors import ConfigError
 from reptiledistil.tasks import TASKS, get_task
@@ -331,8 +331,9 @@ def test_subsample():
 
 
 def test_datamodule_subsampling_and_dynamic_padding(glue_dir, tokenizer):
-    dm = GlueDataModule(get_task("rte"), tokenizer, str(glue_dir), max_seq_length=64, batch_size=4,
-                        eval_batch_size=5, max_train_samples=10, max_eval_samples=7)
+    dm = GlueDataModule(get_task("rte"), tokenizer, settings=DataSettings(
+        glue_dir=str(glue_dir), max_seq_length=64, batch_size=4, eval_batch_size=5, max_train_samples=10,
+        max_eval_samples=7))
     dm.setup("fit")
     assert len(dm.train_ds) == 10 and len(dm.eval_ds["dev"]) == 7
     loaders = dm.val_dataloader()
@@ -353,14 +354,16 @@ def test_datamodule_subsampling_and_dynamic_padding(glue_dir, tokenizer):
 
 
 def test_datamodule_mnli_has_two_val_loaders(glue_dir, tokenizer):
-    dm = GlueDataModule(get_task("mnli"), tokenizer, str(glue_dir), max_seq_length=32, max_eval_samples=5)
+    dm = GlueDataModule(get_task("mnli"), tokenizer,
+                        settings=DataSettings(glue_dir=str(glue_dir), max_seq_length=32, max_eval_samples=5))
     dm.setup()
     assert dm.eval_names == ["dev", "dev_mm"]
     assert [len(dl.dataset) for dl in dm.val_dataloader()] == [5, 5]
 
 
 def test_datamodule_stsb_float_labels(glue_dir, tokenizer):
-    dm = GlueDataModule(get_task("stsb"), tokenizer, str(glue_dir), max_seq_length=32, eval_batch_size=12)
+    dm = GlueDataModule(get_task("stsb"), tokenizer,
+                        settings=DataSettings(glue_dir=str(glue_dir), max_seq_length=32, eval_batch_size=12))
     dm.setup()
     b = next(iter(dm.val_dataloader()[0]))
     assert b["labels"].dtype == torch.float32

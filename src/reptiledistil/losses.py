@@ -45,4 +45,5 @@ def kd_loss_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, la
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
             alpha: float, temperature: float, regression: bool) -> torch.Tensor:
     """L = (1 - alpha) * task_loss(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))  (MSE(s, t) for regression)."""
-    return kd_loss_terms(student_logits, teacher_logits, labels, alpha, temperature, regression)[0]
+    return kd_loss_terms(student_logits, teacher_logits, labels, alpha=alpha, temperature=temperature,
+                         regression=regression)[0]

@@ -259,7 +259,8 @@ class DistilModule(GlueModule):
         if t_logits is None:
             loss = task_loss(s_logits, labels, self.task.is_regression)
             return loss, loss, None
-        return kd_loss_terms(s_logits, t_logits, labels, self.alpha, self.temperature, self.task.is_regression)
+        return kd_loss_terms(s_logits, t_logits, labels, alpha=self.alpha, temperature=self.temperature,
+                             regression=self.task.is_regression)
 
     def loss(self, s_logits, t_logits, labels) -> torch.Tensor:
         return self.loss_terms(s_logits, t_logits, labels)[0]

@@ -86,8 +86,9 @@ def load_run(path: Path, found_in: Path) -> Run | None:
     known = TASKS.get(str(task))
     metrics = tuple(doc.get("selection_metric") or (known.selection if known else ("accuracy",)))
     wall = doc.get("train_wall_s", doc.get("wall_s"))  # train.py: fit time; reproduce.py: the whole script
-    return Run(str(task), method, strategy, doc.get("seed", config.get("seed")), params, metrics, best, final,
-               wall, path, found_in, run_key(doc, path))
+    return Run(task=str(task), method=method, strategy=strategy, seed=doc.get("seed", config.get("seed")),
+               params=params, metrics=metrics, best=best, final=final, wall_s=wall, source=path, found_in=found_in,
+               key=run_key(doc, path))
 
 
 def _name(section) -> str | None:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from .callbacks import BestOnDev, ResumableCheckpoint, progress_bar
 from .checks import check_writable
 from .config import check_config
-from .data import GlueDataModule, check_max_seq_length, load_training_splits
+from .data import DataSettings, GlueDataModule, TaskData, check_max_seq_length, check_quiz_fits, task_data
 from .errors import ConfigError
 from .hardware import Hardware, resolve_hardware
 from .layer_map import layer_mapping, parameter_pairs
@@ -31,9 +31,7 @@ from .naming import basename, is_multirun
 from .resume import (check_checkpoint, check_settings, checkpoint_path, describe, resume_request, resume_target,
                      run_settings)
 from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
-from .tasks import task_for
-
-
+from .tasks import Task
 
 
 # Lightning warnings that are by design here, not the user's to act on; silenced only around fit().
@@ -55,16 +53,9 @@ def finetune_hint(task, teacher_dir) -> str:
     return hint
 
 
-def _training_data(cfg: DictConfig, task) -> dict:
-    """Train and dev splits, read (and checked) before any model is loaded."""
-    return load_training_splits(task, cfg.data.glue_dir, cfg.data.source)
-
-
-def _datamodule(cfg: DictConfig, task, tokenizer, splits: dict | None = None, quiz_size: int = 0) -> GlueDataModule:
-    d = cfg.data
-    return GlueDataModule(task, tokenizer, d.glue_dir, d.source, cfg.max_seq_length, cfg.batch_size,
-                          cfg.eval_batch_size, d.max_train_samples, d.max_eval_samples, d.num_workers, seed=cfg.seed,
-                          splits=splits, quiz_size=quiz_size)
+def _datamodule(cfg: DictConfig, task: Task, tokenizer, splits: dict, quiz_examples: int = 0) -> GlueDataModule:
+    return GlueDataModule(task, tokenizer, settings=DataSettings.from_cfg(cfg), splits=splits,
+                          quiz_examples=quiz_examples)
 
 
 def _logger(cfg: DictConfig):
@@ -152,8 +143,9 @@ def _run_settings(cfg: DictConfig, hw: Hardware) -> dict:
     return run_settings(cfg, {"trainer.accelerator": hw.accelerator, "trainer.precision": hw.precision})
 
 
-def _check_resume(cfg: DictConfig, hw: Hardware) -> None:
-    """resume=: the checkpoint's stored settings against this run's, before any model is loaded."""
+def _check_outputs(cfg: DictConfig, hw: Hardware) -> None:
+    """output_dir can be written; resume=: the checkpoint's stored settings against this run's. Before any model."""
+    check_writable(cfg.output_dir, "output_dir", beside=True)
     ckpt = resume_target(cfg)
     if ckpt is not None:
         check_settings(ckpt, _run_settings(cfg, hw))
@@ -163,9 +155,8 @@ def _has_files(d: Path) -> bool:
     return d.is_dir() and any(p.is_file() for p in d.rglob("*"))
 
 
-def _fit(cfg, hw: Hardware, module, dm, stage: Path, model_subdir: str, tokenizer, identity: dict,
-         resume_from: Path | None) -> BestOnDev:
-    best = BestOnDev(stage / model_subdir if model_subdir else stage, tokenizer)
+def _fit(cfg, hw: Hardware, *, module, dm, best: BestOnDev, identity: dict, resume_from: Path | None) -> BestOnDev:
+    """Train `module` on `dm`; `best` keeps the best-on-dev model. The run's identity goes into its checkpoints."""
     every = cfg.get("checkpoint_every_n_steps")
     saver = ResumableCheckpoint(checkpoint_path(cfg.output_dir), int(every) if every else None, identity,
                                 _run_settings(cfg, hw))
@@ -207,7 +198,7 @@ def _resolved(cfg: DictConfig) -> dict:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str, model_dir: Path) -> None:
+def _publish(stage: Path, out: Path, summary: dict, *, summary_file: str, what: str, model_dir: Path) -> None:
     """Rank 0: write the summary beside the staged models, move them into place, print best and final dev."""
     if not _is_rank_zero():
         return
@@ -226,40 +217,49 @@ def _publish(stage: Path, out: Path, summary_file: str, summary: dict, what: str
         print(f"  teacher after distillation (epoch {f['epoch']}): {format_metrics(f, 'teacher_')}")
 
 
+# --- finetune_teacher.py ------------------------------------------------------------------------------------
+
+
 def finetune(cfg: DictConfig) -> dict:
     """Fine-tune a teacher on one GLUE task; save the best-on-dev model and its dev metrics."""
     check_config(cfg)  # types, ranges, keys this script does not use (config.py)
-    task = task_for(cfg)
+    data = task_data(cfg)  # task=custom: its files are read and checked here
     hw = _hardware(cfg)
-    check_writable(cfg.output_dir, "output_dir", beside=True)
-    _check_resume(cfg, hw)
-    splits = _training_data(cfg, task)
+    _check_outputs(cfg, hw)
+    splits = data.training_splits()  # every bad file refused before any model is loaded
     with _staged(cfg) as (out, stage, resume_from):
-        pl.seed_everything(cfg.seed, workers=True)
-        tokenizer = load_tokenizer(cfg.model.teacher_init)
-        model = load_for_finetuning(cfg.model.teacher_init, task)
-        check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
-        dm = _datamodule(cfg, task, tokenizer, splits)
-        module = FinetuneModule(model, task, [s.name for s in task.eval_splits],
-                                hydra.utils.instantiate(cfg.optimizer), cfg.warmup_ratio, cfg.max_grad_norm)
-        identity = {"script": "finetune_teacher", "task": task.name, "layers": model.config.num_hidden_layers,
-                    "hidden_size": model.config.hidden_size, "num_labels": model.config.num_labels}
-        best = _fit(cfg, hw, module, dm, stage, "", tokenizer, identity, resume_from)
+        model, tokenizer = _load_finetune(cfg, data.task)
+        best = _run_finetune(cfg, hw, data.task, model=model, tokenizer=tokenizer, splits=splits, stage=stage,
+                             resume_from=resume_from)
+    return _publish_teacher(cfg, data.task, best, stage=stage, out=out)
+
+
+def _load_finetune(cfg: DictConfig, task: Task):
+    """The pretrained encoder with a new head (seeded: the head's initialisation) and its tokenizer."""
+    pl.seed_everything(cfg.seed, workers=True)
+    tokenizer = load_tokenizer(cfg.model.teacher_init)
+    model = load_for_finetuning(cfg.model.teacher_init, task)
+    check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
+    return model, tokenizer
+
+
+def _run_finetune(cfg: DictConfig, hw: Hardware, task: Task, *, model, tokenizer, splits: dict, stage: Path,
+                  resume_from: Path | None) -> BestOnDev:
+    module = FinetuneModule(model, task, [s.name for s in task.eval_splits], hydra.utils.instantiate(cfg.optimizer),
+                            warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm)
+    identity = {"script": "finetune_teacher", "task": task.name, "layers": model.config.num_hidden_layers,
+                "hidden_size": model.config.hidden_size, "num_labels": model.config.num_labels}
+    return _fit(cfg, hw, module=module, dm=_datamodule(cfg, task, tokenizer, splits), best=BestOnDev(stage, tokenizer),
+                identity=identity, resume_from=resume_from)
+
+
+def _publish_teacher(cfg: DictConfig, task: Task, best: BestOnDev, *, stage: Path, out: Path) -> dict:
     summary = _summary(cfg, task, best, {"model": str(cfg.model.teacher_init)})
-    _publish(stage, out, "dev_metrics.json", summary, "Teacher", out)
+    _publish(stage, out, summary, summary_file="dev_metrics.json", what="Teacher", model_dir=out)
     return summary
 
 
-def check_quiz_fits(cfg: DictConfig, splits: dict, size: int) -> None:
-    """A method's held-out quiz set must leave training data: checked on the loaded split, before any model."""
-    if not size:
-        return
-    n = len(splits["train"]["train"])
-    limit = cfg.data.get("max_train_samples")
-    n = min(n, limit) if limit and limit > 0 else n
-    if size >= n:
-        raise ConfigError(f"method.quiz_size={size} leaves no training data: there are {n} training examples. Pass "
-                          f"a smaller method.quiz_size (e.g. {max(1, n // 10)}).")
+# --- train.py -----------------------------------------------------------------------------------------------
 
 
 def _save_teacher(cfg: DictConfig) -> bool:
@@ -278,50 +278,209 @@ def distil(cfg: DictConfig) -> dict:
     """Distil a fine-tuned teacher into a student with the method conf/method/<name>.yaml builds."""
     check_config(cfg)  # types, ranges, save_teacher's words (config.py)
     method = build_method(cfg)
-    task = task_for(cfg)
+    data = task_data(cfg)  # task=custom: its files are read and checked here
     hw = _hardware(cfg)
     method = method.for_hardware(hw)
-    check_writable(cfg.output_dir, "output_dir", beside=True)
-    _check_resume(cfg, hw)
-    splits = _training_data(cfg, task)
-    check_quiz_fits(cfg, splits, method.quiz_examples())
-    teacher = None
-    if method.needs_teacher:
-        hint = finetune_hint(task, cfg.teacher_dir)
-        teacher = load_finetuned(cfg.teacher_dir, task, "Teacher", hint)
+    _check_outputs(cfg, hw)
+    splits = data.training_splits()  # every bad file refused before any model is loaded
+    check_quiz_fits(splits, method.quiz_examples(), cfg.data.get("max_train_samples"))
+    teacher = _load_teacher(cfg, data.task, method)
     with _staged(cfg) as (out, stage, resume_from):
-        pl.seed_everything(cfg.seed, workers=True)
-        st = cfg.model.student
-        student = build_student(st.init, st.source, task, st.num_layers, cfg.strategy.name)
-        tokenizer = load_tokenizer(cfg.teacher_dir if teacher is not None else st.source)
-        check_max_seq_length(cfg.max_seq_length, student.config.max_position_embeddings)
-        pairs = None
-        if teacher is not None:
-            mapping = layer_mapping(cfg.strategy.name, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
-            pairs = method.map_pairs(parameter_pairs(teacher, student, mapping), teacher)  # checks widths, vocab, labels
-            if _is_rank_zero():
-                print(f"layer mapping ({cfg.strategy.name}): {mapping}")  # plain, like every console line
-        dm = _datamodule(cfg, task, tokenizer, splits, quiz_size=method.quiz_examples())
-        module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits],
-                              settings=distil_settings(cfg, method),
-                              student_optimizer=hydra.utils.instantiate(cfg.student_optimizer),
-                              teacher_optimizer=hydra.utils.instantiate(cfg.teacher_optimizer), pairs=pairs,
-                              quiz_batch=dm.quiz_batch)
-        identity = {"script": "train", "task": task.name, "method": method.name, "strategy": cfg.strategy.name,
-                    "teacher_layers": teacher.config.num_hidden_layers if teacher is not None else None,
-                    "student_layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size}
-        best = _fit(cfg, hw, module, dm, stage, "student", tokenizer, identity, resume_from)
-        if method.teacher_learns and _is_rank_zero() and _save_teacher(cfg):  # the teacher changed: keep it too
-            teacher.save_pretrained(stage / "teacher")
-            tokenizer.save_pretrained(stage / "teacher")
+        student, tokenizer, pairs = _load_student(cfg, data.task, method, teacher)
+        best = _run_distil(cfg, hw, data.task, method=method, models=(teacher, student, pairs), tokenizer=tokenizer,
+                           splits=splits, stage=stage, resume_from=resume_from)
+        _save_updated_teacher(cfg, method, teacher, tokenizer, stage)
+    return _publish_student(cfg, data.task, best, method=method, teacher=teacher, student=student, stage=stage,
+                            out=out)
+
+
+def _load_teacher(cfg: DictConfig, task: Task, method: Method):
+    """The fine-tuned teacher, or None for a method without one."""
+    if not method.needs_teacher:
+        return None
+    return load_finetuned(cfg.teacher_dir, task, "Teacher", finetune_hint(task, cfg.teacher_dir))
+
+
+def _load_student(cfg: DictConfig, task: Task, method: Method, teacher):
+    """(student, tokenizer, teacher/student parameter pairs or None), seeded: the student's new head."""
+    pl.seed_everything(cfg.seed, workers=True)
+    st = cfg.model.student
+    student = build_student(st.init, st.source, task, st.num_layers, cfg.strategy.name)
+    tokenizer = load_tokenizer(cfg.teacher_dir if teacher is not None else st.source)
+    check_max_seq_length(cfg.max_seq_length, student.config.max_position_embeddings)
+    pairs = None
+    if teacher is not None:
+        mapping = layer_mapping(cfg.strategy.name, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+        pairs = method.map_pairs(parameter_pairs(teacher, student, mapping), teacher)  # checks widths, vocab, labels
+        if _is_rank_zero():
+            print(f"layer mapping ({cfg.strategy.name}): {mapping}")  # plain, like every console line
+    return student, tokenizer, pairs
+
+
+def _run_distil(cfg: DictConfig, hw: Hardware, task: Task, *, method: Method, models: tuple, tokenizer, splits: dict,
+                stage: Path, resume_from: Path | None) -> BestOnDev:
+    """models: (teacher or None, student, parameter pairs or None)."""
+    teacher, student, pairs = models
+    dm = _datamodule(cfg, task, tokenizer, splits, quiz_examples=method.quiz_examples())
+    module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits],
+                          settings=distil_settings(cfg, method),
+                          student_optimizer=hydra.utils.instantiate(cfg.student_optimizer),
+                          teacher_optimizer=hydra.utils.instantiate(cfg.teacher_optimizer), pairs=pairs,
+                          quiz_batch=dm.quiz_batch)
+    identity = {"script": "train", "task": task.name, "method": method.name, "strategy": cfg.strategy.name,
+                "teacher_layers": teacher.config.num_hidden_layers if teacher is not None else None,
+                "student_layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size}
+    return _fit(cfg, hw, module=module, dm=dm, best=BestOnDev(stage / "student", tokenizer), identity=identity,
+                resume_from=resume_from)
+
+
+def _save_updated_teacher(cfg: DictConfig, method: Method, teacher, tokenizer, stage: Path) -> None:
+    """A method that changes the teacher keeps it too (stage/teacher), unless save_teacher says not to."""
+    if method.teacher_learns and _is_rank_zero() and _save_teacher(cfg):
+        teacher.save_pretrained(stage / "teacher")
+        tokenizer.save_pretrained(stage / "teacher")
+
+
+def _publish_student(cfg: DictConfig, task: Task, best: BestOnDev, *, method: Method, teacher, student, stage: Path,
+                     out: Path) -> dict:
+    teacher_dir = Path(cfg.teacher_dir) if teacher is not None else None
     summary = _summary(cfg, task, best, {"method": method.name, "strategy": cfg.strategy.name,
                                          "teacher": str(cfg.teacher_dir) if teacher is not None else None,
                                          "student_layers": student.config.num_hidden_layers})
     if _is_rank_zero():  # README.md (Hugging Face model card) beside the student's weights
-        write_model_card(summary, stage / "student", Path(cfg.teacher_dir) if teacher is not None else None,
-                         description=method.description)
-    _publish(stage, out, "metrics.json", summary, f"Student ({method.name}, {cfg.strategy.name})", out / "student")
+        write_model_card(summary, stage / "student", teacher_dir, description=method.description)
+    _publish(stage, out, summary, summary_file="metrics.json", what=f"Student ({method.name}, {cfg.strategy.name})",
+             model_dir=out / "student")
     return summary
+
+
+# --- predict.py ---------------------------------------------------------------------------------------------
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Dev metrics (split=dev) or GLUE submission files (split=test) from a fine-tuned model or an export.
+
+    With export=onnx the model is first written for serving to export_dir, and that export then runs; the onnx
+    engine on a PyTorch model directory (engine=onnx or quantize=int8 without export) exports to a temporary one.
+    """
+    import tempfile
+
+    from .engines import is_onnx_dir, resolve_engine
+
+    check_config(cfg)  # types, ranges, split/engine/precision/quantize words (config.py)
+    data = task_data(cfg, cfg.model_dir)  # task=custom: labels from the model's config, its split read here
+    export = _export_request(cfg)
+    choice = resolve_engine("onnx" if export else cfg.engine, cfg.precision, cfg.quantize, cfg.model_dir)
+    out = _check_prediction_outputs(cfg, data.task)
+    splits = data.split(cfg.split)  # bad data: refused before the model
+    tokenizer = _load_prediction_tokenizer(cfg, data.task)
+    print(f"engine: {choice.note}")
+    result: dict = {"task": data.task.name, "model_dir": str(cfg.model_dir), "split": cfg.split,
+                    "engine": choice.engine, "precision": choice.precision}
+    with tempfile.TemporaryDirectory(prefix="reptiledistil-onnx-") as tmp:
+        if choice.engine == "onnx" and not is_onnx_dir(cfg.model_dir):  # export first: to export_dir, or a temp dir
+            target = Path(cfg.export_dir) if export else Path(tmp) / "model"
+            runner, check = _export_runner(cfg, data, choice, tokenizer=tokenizer, splits=splits, target=target,
+                                           export=export, result=result)
+        else:
+            runner, check = _model_runner(cfg, data.task, choice), None
+        _run_predictions(cfg, data.task, runner, tokenizer, splits=splits, check=check, out=out, result=result)
+    _publish_predictions(cfg, data.task, out, result)
+    return result
+
+
+def _model_hint(task: Task) -> str:
+    return ("AX is predicted with an MNLI model: pass model_dir=<an MNLI model directory>." if task.name == "ax"
+            else f"Pass model_dir=<a model fine-tuned or distilled on {task.name}>.")
+
+
+def _check_prediction_outputs(cfg: DictConfig, task: Task) -> Path:
+    """The files predict.py writes must not exist (unless overwrite=true) and output_dir must be writable."""
+    out = Path(cfg.output_dir)
+    written = ([out / s.submission for s in task.test_splits] if cfg.split == "test"
+               else [out / f"{task.name}_dev_metrics.json"])
+    clash = [f for f in written if f.exists()]
+    if clash and not cfg.overwrite:
+        raise ConfigError(f"{', '.join(map(str, clash))} already exist(s). Pass overwrite=true to replace, "
+                          "or choose another output_dir=<dir>.")
+    check_writable(out, "output_dir")
+    return out
+
+
+def _load_prediction_tokenizer(cfg: DictConfig, task: Task):
+    """The model directory's config checked against the task (no weights loaded yet), then its tokenizer."""
+    from .models import check_finetuned_config
+
+    config = check_finetuned_config(cfg.model_dir, task, "Model", _model_hint(task))
+    check_max_seq_length(cfg.max_seq_length, config.max_position_embeddings)
+    return load_tokenizer(cfg.model_dir)
+
+
+def _model_runner(cfg: DictConfig, task: Task, choice):
+    """An ONNX export directory as it is, or the PyTorch model with the chosen engine."""
+    from .engines import OnnxRunner, TorchRunner
+
+    if choice.engine == "onnx":
+        return OnnxRunner(cfg.model_dir)
+    return TorchRunner(load_finetuned(cfg.model_dir, task, "Model", _model_hint(task)), choice)
+
+
+def _export_runner(cfg: DictConfig, data: TaskData, choice, *, tokenizer, splits: dict, target: Path, export: bool,
+                   result: dict):
+    """Export the PyTorch model to ONNX at `target` (export_dir, or a temporary folder) and run that; with
+    export=onnx and export_check, its dev metric is checked against the source model's. (runner, check or None)."""
+    from .engines import EngineChoice, OnnxRunner, TorchRunner, export_onnx, record_dev_check
+    from .submission import sample_batch
+
+    model = load_finetuned(cfg.model_dir, data.task, "Model", _model_hint(data.task))
+    sample = sample_batch(tokenizer, next(iter(splits.values())), cfg.max_seq_length)
+    export_onnx(model, tokenizer, target, quantize="int8" if choice.precision == "int8" else "none",
+                task=data.task.name, sample=sample, overwrite=cfg.overwrite, source=str(cfg.model_dir))
+    runner = OnnxRunner(target)
+    check = None
+    if export:
+        result["export_dir"] = str(target)
+        print(f"wrote the ONNX {choice.precision} model to {target}")
+    if export and cfg.export_check:
+        reference = TorchRunner(model, EngineChoice("torch", "fp32", "cpu", ""))
+        check = _dev_check(cfg, data, tokenizer, reference=reference, exported=runner, splits=splits)
+        if check is not None:
+            result["export_check"] = check
+            record_dev_check(target, check)
+    return runner, check
+
+
+def _run_predictions(cfg: DictConfig, task: Task, runner, tokenizer, *, splits: dict, check: dict | None, out: Path,
+                     result: dict) -> None:
+    """split=dev: metrics per split into `result`; split=test: one submission file per split."""
+    from .metrics import compute_metrics, predictions
+    from .submission import format_predictions, predict_logits, write_submission
+
+    for name, ds in splits.items():
+        if cfg.split == "dev":
+            if check is not None:  # the export check has just scored the export on this split
+                m = check["splits"][name]["export"]
+            else:
+                logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
+                m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
+            result[name] = m
+            print(f"{task.name} {name} ({len(ds)} examples): {format_metrics(m)}")
+        else:
+            logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
+            write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)
+            result[name] = str(out / name)
+            print(f"wrote {out / name} ({len(ds)} rows)")
+
+
+def _publish_predictions(cfg: DictConfig, task: Task, out: Path, result: dict) -> None:
+    """split=dev: the metrics file; split=test with zip=true: the submission zip."""
+    from .submission import zip_submissions
+
+    if cfg.split == "dev":
+        write_json_atomic(out / f"{task.name}_dev_metrics.json", result)
+    elif cfg.zip:
+        result["zip"] = str(zip_submissions(out))
+        print(f"wrote {result['zip']}")
 
 
 def _export_request(cfg: DictConfig) -> bool:
@@ -345,17 +504,17 @@ def _export_request(cfg: DictConfig) -> bool:
     return True
 
 
-def _dev_check(cfg: DictConfig, task, tokenizer, reference, exported, splits: dict) -> dict | None:
+def _dev_check(cfg: DictConfig, data: TaskData, tokenizer, *, reference, exported, splits: dict) -> dict | None:
     """The export's dev metric against its source model's; warns loudly past max_metric_drop points."""
-    from .data import load_split
     from .metrics import compute_metrics, predictions, selection_score
     from .submission import predict_logits
 
     try:
-        dev = splits if cfg.split == "dev" else load_split(task, "dev", cfg.data.glue_dir, cfg.data.source)
+        dev = splits if cfg.split == "dev" else data.split("dev")
     except ConfigError as e:
         print(f"export check skipped (no labelled dev data: {e})")
         return None
+    task = data.task
     check: dict = {"max_metric_drop": float(cfg.max_metric_drop), "splits": {}}
     for name, ds in dev.items():
         labels = torch.tensor(ds["labels"])
@@ -372,82 +531,3 @@ def _dev_check(cfg: DictConfig, task, tokenizer, reference, exported, splits: di
                   f"(more than max_metric_drop={cfg.max_metric_drop:g}).\nServe the fp32 model or export=onnx without "
                   f"quantize=int8, or accept the loss knowingly.\n{'!' * 78}\n", file=sys.stderr)
     return check
-
-
-def predict(cfg: DictConfig) -> dict:
-    """Dev metrics (split=dev) or GLUE submission files (split=test) from a fine-tuned model or an export.
-
-    With export=onnx the model is first written for serving to export_dir, and that export then runs; the onnx
-    engine on a PyTorch model directory (engine=onnx or quantize=int8 without export) exports to a temporary one.
-    """
-    import tempfile
-
-    from .data import load_split
-    from .engines import EngineChoice, OnnxRunner, TorchRunner, export_onnx, is_onnx_dir, record_dev_check, resolve_engine
-    from .metrics import compute_metrics, predictions
-    from .models import check_finetuned_config
-    from .submission import format_predictions, predict_logits, sample_batch, write_submission, zip_submissions
-
-    check_config(cfg)  # types, ranges, split/engine/precision/quantize words (config.py)
-    task = task_for(cfg, cfg.model_dir)
-    export = _export_request(cfg)
-    choice = resolve_engine("onnx" if export else cfg.engine, cfg.precision, cfg.quantize, cfg.model_dir)
-    hint = ("AX is predicted with an MNLI model: pass model_dir=<an MNLI model directory>." if task.name == "ax"
-            else f"Pass model_dir=<a model fine-tuned or distilled on {task.name}>.")
-    out = Path(cfg.output_dir)
-    written = ([out / s.submission for s in task.test_splits] if cfg.split == "test"
-               else [out / f"{task.name}_dev_metrics.json"])
-    clash = [f for f in written if f.exists()]
-    if clash and not cfg.overwrite:
-        raise ConfigError(f"{', '.join(map(str, clash))} already exist(s). Pass overwrite=true to replace, "
-                          "or choose another output_dir=<dir>.")
-    check_writable(out, "output_dir")
-    splits = load_split(task, cfg.split, cfg.data.glue_dir, cfg.data.source)  # bad data: refused before the model
-    config = check_finetuned_config(cfg.model_dir, task, "Model", hint)
-    check_max_seq_length(cfg.max_seq_length, config.max_position_embeddings)
-    tokenizer = load_tokenizer(cfg.model_dir)
-    print(f"engine: {choice.note}")
-    result: dict = {"task": task.name, "model_dir": str(cfg.model_dir), "split": cfg.split, "engine": choice.engine,
-                    "precision": choice.precision}
-    check = None
-    with tempfile.TemporaryDirectory(prefix="reptiledistil-onnx-") as tmp:
-        if choice.engine == "onnx" and not is_onnx_dir(cfg.model_dir):  # export first: to export_dir, or a temp dir
-            model = load_finetuned(cfg.model_dir, task, "Model", hint)
-            target = Path(cfg.export_dir) if export else Path(tmp) / "model"
-            sample = sample_batch(tokenizer, next(iter(splits.values())), cfg.max_seq_length)
-            export_onnx(model, tokenizer, target, quantize="int8" if choice.precision == "int8" else "none",
-                        task=task.name, sample=sample, overwrite=cfg.overwrite, source=str(cfg.model_dir))
-            runner = OnnxRunner(target)
-            if export:
-                result["export_dir"] = str(target)
-                print(f"wrote the ONNX {choice.precision} model to {target}")
-            if export and cfg.export_check:
-                reference = TorchRunner(model, EngineChoice("torch", "fp32", "cpu", ""))
-                check = _dev_check(cfg, task, tokenizer, reference, runner, splits)
-                if check is not None:
-                    result["export_check"] = check
-                    record_dev_check(target, check)
-        elif choice.engine == "onnx":
-            runner = OnnxRunner(cfg.model_dir)
-        else:
-            runner = TorchRunner(load_finetuned(cfg.model_dir, task, "Model", hint), choice)
-        for name, ds in splits.items():
-            if cfg.split == "dev":
-                if check is not None:  # the export check has just scored the export on this split
-                    m = check["splits"][name]["export"]
-                else:
-                    logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
-                    m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
-                result[name] = m
-                print(f"{task.name} {name} ({len(ds)} examples): {format_metrics(m)}")
-            else:
-                logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
-                write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)
-                result[name] = str(out / name)
-                print(f"wrote {out / name} ({len(ds)} rows)")
-    if cfg.split == "dev":
-        write_json_atomic(out / f"{task.name}_dev_metrics.json", result)
-    elif cfg.zip:
-        result["zip"] = str(zip_submissions(out))
-        print(f"wrote {result['zip']}")
-    return result

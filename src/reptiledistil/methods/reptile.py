@@ -89,7 +89,7 @@ class Reptile(Method):
         if scaler is not None and not torch.isfinite(norm):
             return None, norm
         lr, _, betas, eps = module.fast_hp[0]
-        return fresh_adamw_step(params, grads, lr, [h[1] for h in module.fast_hp], betas, eps), norm
+        return fresh_adamw_step(params, grads, lr, [h[1] for h in module.fast_hp], betas=betas, eps=eps), norm
 
     def teacher_step(self, module, inputs: dict, labels, optimizer) -> TeacherStep:
         from ..reptile import clip_grads_, interpolate_teacher_, set_teacher_pseudo_grads
