@@ -127,7 +127,7 @@ def test_dev_check_warns_loudly_past_the_margin(rte_model, glue_dir, tmp_path, c
 
     task = get_task("rte")
     cfg = _cfg(rte_model, tmp_path / "p", glue_dir, "split=dev")
-    from reptiledistil.data import load_split
+    from reptiledistil.data import TaskData, load_split
 
     splits = load_split(task, "dev", str(glue_dir))
     labels = torch.tensor(splits["dev"]["labels"])
@@ -141,7 +141,8 @@ def test_dev_check_warns_loudly_past_the_margin(rte_model, glue_dir, tmp_path, c
         return run
 
     one = runner_of(seen)
-    check = _dev_check(cfg, task, load_tokenizer(str(rte_model)), one, one, splits)
+    check = _dev_check(cfg, TaskData(task=task, glue_dir=str(glue_dir)), load_tokenizer(str(rte_model)), reference=one,
+                       exported=one, splits=splits)
     assert check["splits"]["dev"]["drop_points"] == pytest.approx(100.0)
     err = capsys.readouterr().err
     assert "WARNING: the export loses 100.00 points" in err and "max_metric_drop=1" in err
