@@ -166,8 +166,9 @@ def test_resume_with_other_settings_is_refused_before_loading(rte_teacher, tiny_
     def fail(*a, **k):
         pytest.fail("a model was loaded before the resume was refused")
 
-    for name in ("load_finetuned", "build_student", "load_tokenizer", "_training_data"):
+    for name in ("load_finetuned", "build_student", "load_tokenizer"):
         monkeypatch.setattr(run, name, fail)
+    monkeypatch.setattr(run.TaskData, "training_splits", fail)  # not even the data is read
     ckpt = checkpoint_path(killed_run)
     before = ckpt.read_bytes()
     cfg = compose_cfg("train", _overrides(rte_teacher, tiny_bert, "train", killed_run, *changed, "resume=true",
