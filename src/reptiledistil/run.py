@@ -269,6 +269,18 @@ def _save_teacher(cfg: DictConfig) -> bool:
     return not is_multirun() if value == "auto" else value == "true"
 
 
+def student_start(cfg: DictConfig) -> tuple[str, str]:
+    """(init, source) of the student. model.student.start=teacher: model.student.num_layers of the fine-tuned
+    teacher's layers (teacher_dir), picked by the strategy, its head included; pretrained: the preset's source."""
+    st = cfg.model.student
+    if st.start != "teacher":
+        return st.init, st.source
+    if st.num_layers is None:
+        raise ConfigError("model.student.start=teacher takes some of the teacher's layers: pass "
+                          "model.student.num_layers=<fewer than the teacher has>, e.g. 3.")
+    return "teacher_layers", str(cfg.teacher_dir)
+
+
 def distil_settings(cfg: DictConfig, method: Method) -> DistilSettings:
     return DistilSettings(method=method, alpha=float(cfg.alpha), temperature=float(cfg.temperature),
                           warmup_ratio=float(cfg.warmup_ratio), max_grad_norm=float(cfg.max_grad_norm))
@@ -278,6 +290,7 @@ def distil(cfg: DictConfig) -> dict:
     """Distil a fine-tuned teacher into a student with the method conf/method/<name>.yaml builds."""
     check_config(cfg)  # types, ranges, save_teacher's words (config.py)
     method = build_method(cfg)
+    student_start(cfg)  # a named start that cannot be built is refused before anything loads
     data = task_data(cfg)  # task=custom: its files are read and checked here
     hw = _hardware(cfg)
     method = method.for_hardware(hw)
@@ -304,9 +317,9 @@ def _load_teacher(cfg: DictConfig, task: Task, method: Method):
 def _load_student(cfg: DictConfig, task: Task, method: Method, teacher):
     """(student, tokenizer, teacher/student parameter pairs or None), seeded: the student's new head."""
     pl.seed_everything(cfg.seed, workers=True)
-    st = cfg.model.student
-    student = build_student(st.init, st.source, task, st.num_layers, cfg.strategy.name)
-    tokenizer = load_tokenizer(cfg.teacher_dir if teacher is not None else st.source)
+    init, source = student_start(cfg)
+    student = build_student(init, source, task, num_layers=cfg.model.student.num_layers, strategy=cfg.strategy.name)
+    tokenizer = load_tokenizer(cfg.teacher_dir if teacher is not None else source)
     check_max_seq_length(cfg.max_seq_length, student.config.max_position_embeddings)
     pairs = None
     if teacher is not None:
