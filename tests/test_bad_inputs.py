@@ -171,7 +171,7 @@ ACCEPTED = {  # every preset, group option and value form the configs, docs and 
     T: [[f"method={m}"] for m in ("finetune", "kd", "metadistil", "reptile")]
        + [[f"strategy={s}"] for s in ("both", "first", "last", "skip")]
        + [["model=bert_base", "trainer=ddp"], ["hparams_search=optuna"], ["save_teacher=true"], ["save_teacher=false"],
-          ["save_teacher=auto"], ["alpha=0", "temperature=1"], ["alpha=1", "temperature=20"], ["teacher_lr=null"],
+          ["save_teacher=auto"], ["alpha=0", "temperature=1"], ["alpha=1", "temperature=20"], ["method=kd", "teacher_lr=null"],
           ["+trainer.strategy=ddp", "trainer.devices=2"], ["+student_optimizer.amsgrad=true"], ["task=custom", "data.train_file=a.csv"],
           ["model.student.num_layers=null"], ["model.student.init=pretrained"], ["max_seq_length=64"]],
     P: [["task=custom", "data.test_file=t.csv"], ["task=ax"], ["split=dev", "engine=onnx", "quantize=int8"],

@@ -18,7 +18,8 @@ def fake_finetune(tmp_path, monkeypatch):
     def run_script(script, overrides, log):
         assert script == "finetune_teacher.py"
         calls.append(overrides)
-        out = Path(next(o.split("=", 1)[1] for o in overrides if o.startswith("output_dir=")))
+        out = reproduce.ROOT / next(o.split("=", 1)[1] for o in overrides if o.startswith("output_dir="))
+        assert not Path(out.relative_to(reproduce.ROOT)).is_absolute()  # records hold repository-relative paths
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text("{}")
         best = {"dev_accuracy": 0.7, "selection": 0.7}
