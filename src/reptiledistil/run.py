@@ -172,8 +172,9 @@ def _fit(cfg, hw: Hardware, *, module, dm, best: BestOnDev, identity: dict, resu
             trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
         best.wall_s = time.perf_counter() - t0
     except NonFiniteLossError as e:
-        kept = (f"the best checkpoint so far (epoch {best.best['epoch']}) is kept in {stage.resolve()}"
-                if best.best else f"no dev evaluation had finished, so there is no checkpoint ({stage.resolve()})")
+        where = best.save_dir.resolve()
+        kept = (f"the best checkpoint so far (epoch {best.best['epoch']}) is kept in {where}" if best.best
+                else f"no dev evaluation had finished, so there is no checkpoint ({where})")
         raise ConfigError(f"{e} Training stopped; {kept}. Lower the learning rate or check the data.") from None
     finally:
         _close_logger(trainer)
