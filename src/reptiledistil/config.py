@@ -178,14 +178,14 @@ class RunConfig:
     data: TrainData = group(TrainData)
     seed: int = setting("the random seed", low=0, high=2**32 - 1)
     epochs: int = setting("each epoch ends with the dev evaluation that selects the model", **COUNT)
-    batch_size: int = setting("training examples per step; the default is 32", **COUNT)
-    eval_batch_size: int = setting("dev examples per batch; the default is 64", **COUNT)
-    max_seq_length: int = setting("tokens per example; the default is 128 (at most the model's position limit)",
+    batch_size: int = setting("training examples per step", **COUNT)
+    eval_batch_size: int = setting("dev examples per batch", **COUNT)
+    max_seq_length: int = setting("tokens per example (at most the model's position limit)",
                                   low=8)
-    max_grad_norm: float = setting("the gradient-clipping norm; 0 turns clipping off, the default is 1.0", low=0)
-    weight_decay: float = setting("AdamW's decoupled weight decay; the default is 0.01", low=0)
-    warmup_ratio: float = setting("the share of training steps spent warming the learning rate up; "
-                                  "the default is 0.1", low=0, high=1, high_open=True)
+    max_grad_norm: float = setting("the gradient-clipping norm; 0 turns clipping off", low=0)
+    weight_decay: float = setting("AdamW's decoupled weight decay", low=0)
+    warmup_ratio: float = setting("the share of training steps spent warming the learning rate up",
+                                  low=0, high=1, high_open=True)
     output_dir: str = setting("where the model and its metrics go")
     overwrite: bool = setting("replace an existing output directory")
     resume: Any = False  # false | true | <checkpoint file>: resume.resume_request
@@ -228,8 +228,8 @@ class PredictConfig:
     output_dir: str = setting("where predictions and metrics go")
     overwrite: bool = setting("replace existing predictions")
     zip: bool = setting("zip the submission files (split=test)")
-    eval_batch_size: int = setting("examples per inference batch; the default is 64", **COUNT)
-    max_seq_length: int = setting("tokens per example; the default is 128 (at most the model's position limit)",
+    eval_batch_size: int = setting("examples per inference batch", **COUNT)
+    max_seq_length: int = setting("tokens per example (at most the model's position limit)",
                                   low=8)
     engine: str = setting("what runs the model", choices=("auto", "torch", "onnx"))
     precision: str = setting("the torch engine's precision", choices=("auto", "fp32", "bf16"))

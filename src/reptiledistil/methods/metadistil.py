@@ -35,8 +35,8 @@ class MetaDistil(Method):
                "the pilot student's SGD step size; 0 leaves only the teacher's own task loss")
         number("method.teacher_task_weight", self.teacher_task_weight,
                "the weight of the teacher's own task loss; 0 is the reference code")
-        number("method.quiz_size", self.quiz_size, "the training examples held out for the teacher's quiz; the "
-               "default is 256", low=1, integer=True)
+        number("method.quiz_size", self.quiz_size, "the training examples held out for the teacher's quiz",
+               low=1, integer=True)
 
     @property
     def teacher_optimized(self) -> bool:
