@@ -4,8 +4,9 @@
 # then with the device tool (carry .gpukit):   bash .gpukit/run.sh bash bench/gpu_check.sh
 # 1. the GPU-relevant tests (precision, Reptile and MetaDistil steps, pipeline) with CUDA visible
 # 2. bench/step_cost.py at 128 tokens, batch 32, bf16 (more rounds than on CPU: GPU steps are short)
-# 3. the MRPC grid: teacher, then finetune/kd/reptile/metadistil x 3 seeds, 12 students in parallel
-#    -> results/minilm-gpu/ (metadistil on CUDA: its second-order step needs the math attention kernel)
+# 3. the second round's learning curves (results/minilm-ep8 on the CPU): MRPC and STS-B teachers, then KD and
+#    ReptileDistil for 8 epochs from both starts (pretrained, teacher), students in parallel, bf16
+#    -> results/minilm-gpu-ep8/ and results/minilm-gpu-ep8-tinit/ (tagged: another device, another precision)
 set -u
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
@@ -16,7 +17,10 @@ if python -c "import pytest" 2>/dev/null; then
 else echo "pytest is not installed on this machine: tests skipped" > "$OUT/tests.txt"; fi
 timeout 200 python bench/step_cost.py --seq 128 --steps 10 --rounds 5 > "$OUT/step_cost.txt" 2>&1
 cp "$(ls -t bench/results/step_cost-*.json | head -1)" "$OUT/step_cost.json" 2>/dev/null
-timeout 300 python bench/reproduce.py --results-tag gpu --tasks mrpc --seeds 1 2 3 --jobs 12 -- trainer=gpu \
-  > "$OUT/grid.txt" 2>&1
-tar czf "$OUT/results-minilm-gpu.tgz" results/minilm-gpu 2>/dev/null
+for tag in gpu-ep8 gpu-ep8-tinit; do
+  start=pretrained; [ "$tag" = gpu-ep8-tinit ] && start=teacher
+  timeout 150 python bench/reproduce.py --results-tag "$tag" --tasks mrpc stsb --seeds 1 --methods kd reptile --jobs 4 --reuse-teachers \
+    -- trainer=gpu trainer.precision=bf16-mixed model.distil.epochs=8 model.student.start=$start >> "$OUT/grid.txt" 2>&1
+done
+tar czf "$OUT/results-gpu.tgz" results/minilm-gpu-ep8* 2>/dev/null
 echo done

@@ -42,6 +42,11 @@ QUIET = "trainer.enable_progress_bar=false"  # the logs hold the console output;
 # fp32 everywhere: precision=auto picks bf16 on CPUs with bf16 units, so an unpinned grid's numbers would depend on
 # the machine it ran on (the first grid ran on an AVX2-only CPU, hence in fp32). A GPU grid overrides this (-- ...).
 FP32_TRAIN, FP32_PREDICT = "trainer.precision=32-true", "precision=fp32"
+
+
+def pinned(extra: list[str]) -> list[str]:
+    """fp32 unless the grid's own overrides name a precision (Hydra refuses one key set twice)."""
+    return [] if any(o.lstrip("+").startswith("trainer.precision=") for o in extra) else [FP32_TRAIN]
 DEFAULT_SEEDS = {"rte": [1, 2, 3], "mrpc": [1, 2, 3], "stsb": [1], "cola": [1], "sst2": [1]}
 DEFAULT_TASKS = ("rte", "mrpc", "stsb", "cola")  # the full grid; the report lists what it still lacks
 
@@ -105,7 +110,8 @@ class Grid:
             print(f"   {result.relative_to(ROOT)} exists but its model {out} does not: fine-tuning it again "
                   "(same seed and settings); the recorded JSON is kept", flush=True)
         overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out.relative_to(ROOT)}", "overwrite=true",
-                     QUIET, FP32_TRAIN, f"hydra.run.dir={self.rel_models / task / 'logs' / 'teacher'}", *self.extra]
+                     QUIET, *pinned(self.extra), f"hydra.run.dir={self.rel_models / task / 'logs' / 'teacher'}",
+                     *self.extra]
         started = stamp()  # the code the run starts with (a commit made while it runs must not be credited)
         wall, cpu = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
         if recorded:
@@ -131,7 +137,7 @@ class Grid:
         out = self.models / task / f"{method}-seed{seed}"
         overrides = [f"task={task}", f"model={self.preset}", f"method={method}", "strategy=skip", f"seed={seed}",
                      f"teacher_dir={teacher.relative_to(ROOT)}", f"output_dir={out.relative_to(ROOT)}", "overwrite=true",
-                     QUIET, FP32_TRAIN, f"hydra.run.dir={self.rel_models / task / 'logs' / f'{method}-seed{seed}'}",
+                     QUIET, *pinned(self.extra), f"hydra.run.dir={self.rel_models / task / 'logs' / f'{method}-seed{seed}'}",
                      *self.extra]
         started = stamp()
         wall, cpu = run_script("train.py", overrides, self.models / task / f"{method}-seed{seed}.log")

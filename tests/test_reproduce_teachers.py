@@ -53,3 +53,8 @@ def test_teacher_json_without_its_model_is_fine_tuned_again_and_the_record_kept(
     assert json.loads(record.read_text())["from"] == "an earlier sitting"
     grid.teacher("rte")
     assert len(fake_finetune) == 1
+
+
+def test_grid_runs_pin_fp32_unless_a_precision_is_asked_for():
+    assert reproduce.pinned([]) == ["trainer.precision=32-true"]  # the same numbers on bf16 and AVX2 CPUs
+    assert reproduce.pinned(["trainer=gpu", "trainer.precision=bf16-mixed"]) == []  # Hydra refuses a key twice
