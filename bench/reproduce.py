@@ -34,6 +34,7 @@ from common import machine_info, portable  # noqa: E402
 
 from reptiledistil.methods import METHODS as METHOD_CLASSES, method_class  # noqa: E402
 from reptiledistil.metrics import selection_score  # noqa: E402
+from reptiledistil.resume import checkpoint_path  # noqa: E402
 from reptiledistil.tasks import get_task  # noqa: E402
 
 METHODS = tuple(cls.key for cls in METHOD_CLASSES)
@@ -66,6 +67,12 @@ def run_script(script: str, overrides: list[str], log: Path) -> tuple[float, flo
     if code != 0:
         raise RuntimeError(f"{script} {' '.join(overrides)} failed (exit {code}); see {log}")
     return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime
+
+
+def keep_or_resume(out: Path) -> str:
+    """An interrupted run (killed grid, machine restart) continues from its checkpoint; anything else left in its
+    folder is replaced. A resumed record's wall_s and cpu_s count only the part after the resume (`resumed`)."""
+    return "resume=true" if checkpoint_path(out).is_file() else "overwrite=true"
 
 
 def write_json(path: Path, doc: dict) -> None:
@@ -109,8 +116,8 @@ class Grid:
         if recorded:  # e.g. a fresh clone: the JSON is committed, the model (model/grid/) is not
             print(f"   {result.relative_to(ROOT)} exists but its model {out} does not: fine-tuning it again "
                   "(same seed and settings); the recorded JSON is kept", flush=True)
-        overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out.relative_to(ROOT)}", "overwrite=true",
-                     QUIET, *pinned(self.extra), f"hydra.run.dir={self.rel_models / task / 'logs' / 'teacher'}",
+        overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out.relative_to(ROOT)}",
+                     keep_or_resume(out), QUIET, *pinned(self.extra), f"hydra.run.dir={self.rel_models / task / 'logs' / 'teacher'}",
                      *self.extra]
         started = stamp()  # the code the run starts with (a commit made while it runs must not be credited)
         wall, cpu = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
@@ -119,7 +126,8 @@ class Grid:
         metrics = json.loads((out / "dev_metrics.json").read_text())
         write_json(result, {"task": task, "method": "teacher", "seed": metrics["config"]["seed"], "overrides": overrides,
                             "best": metrics["best"], "final": metrics["final"], "history": metrics["history"],
-                            "config": metrics["config"], "wall_s": wall, "cpu_s": cpu, **started,
+                            "config": metrics["config"], "wall_s": wall, "cpu_s": cpu,
+                            "resumed": "resume=true" in overrides, **started,
                             "finished": stamp()["date"]})
         return out
 
@@ -136,15 +144,15 @@ class Grid:
             return f"{result.relative_to(ROOT)} exists, skipped"
         out = self.models / task / f"{method}-seed{seed}"
         overrides = [f"task={task}", f"model={self.preset}", f"method={method}", "strategy=skip", f"seed={seed}",
-                     f"teacher_dir={teacher.relative_to(ROOT)}", f"output_dir={out.relative_to(ROOT)}", "overwrite=true",
-                     QUIET, *pinned(self.extra), f"hydra.run.dir={self.rel_models / task / 'logs' / f'{method}-seed{seed}'}",
+                     f"teacher_dir={teacher.relative_to(ROOT)}", f"output_dir={out.relative_to(ROOT)}",
+                     keep_or_resume(out), QUIET, *pinned(self.extra), f"hydra.run.dir={self.rel_models / task / 'logs' / f'{method}-seed{seed}'}",
                      *self.extra]
         started = stamp()
         wall, cpu = run_script("train.py", overrides, self.models / task / f"{method}-seed{seed}.log")
         metrics = json.loads((out / "metrics.json").read_text())
         doc = {"task": task, "method": method, "seed": seed, "overrides": overrides, "best": metrics["best"],
                "final": metrics["final"], "history": metrics["history"], "config": metrics["config"], "wall_s": wall,
-               "cpu_s": cpu}
+               "cpu_s": cpu, "resumed": "resume=true" in overrides}
         teacher_before = json.loads((self.results / task / "teacher.json").read_text())["best"]
         doc["teacher_before"] = teacher_before
         if method_class(method).teacher_learns:  # what the teacher itself scores after it has been taught to teach

@@ -93,3 +93,17 @@ def test_reptile_without_head_keeps_the_teachers_classifier(setup, tiny_bert):
     assert after["classifier.bias"].equal(before["classifier.bias"])
     assert not after["bert.encoder.layer.1.attention.self.query.weight"].equal(
         before["bert.encoder.layer.1.attention.self.query.weight"])  # the mapped encoder still learns to teach
+
+
+def test_patience_stops_when_dev_stops_improving(setup, tiny_bert):
+    """model.distil.patience=1 with a learning rate too small to move the dev score: the run stops after the
+    second epoch (one epoch without improvement), keeps epoch 1 as its best and still publishes its results."""
+    tmp, glue, teacher, _ = setup
+    out = tmp / "student_patience"
+    cfg = compose_cfg("train", distil_overrides(tmp, glue, teacher, tiny_bert, out, "method=kd", "epochs=6",
+                                                "model.distil.patience=1", "student_lr=1e-12"))
+    assert cfg.patience == 1
+    distil(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert metrics["best"]["epoch"] == 1 and metrics["config"]["patience"] == 1

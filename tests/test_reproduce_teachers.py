@@ -58,3 +58,16 @@ def test_teacher_json_without_its_model_is_fine_tuned_again_and_the_record_kept(
 def test_grid_runs_pin_fp32_unless_a_precision_is_asked_for():
     assert reproduce.pinned([]) == ["trainer.precision=32-true"]  # the same numbers on bf16 and AVX2 CPUs
     assert reproduce.pinned(["trainer=gpu", "trainer.precision=bf16-mixed"]) == []  # Hydra refuses a key twice
+
+
+def test_an_interrupted_run_is_resumed_not_discarded(tmp_path, fake_finetune):
+    grid = reproduce.Grid("minilm", [], None)
+    ckpt = tmp_path / "model/grid/minilm/rte/.teacher.checkpoint/last.ckpt"  # what a killed grid leaves behind
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    grid.teacher("rte")
+    assert "resume=true" in fake_finetune[0] and "overwrite=true" not in fake_finetune[0]
+    assert json.loads((tmp_path / "results/minilm/rte/teacher.json").read_text())["resumed"] is True
+    ckpt.unlink()
+    grid.teacher("mrpc")  # nothing to continue: a fresh run replaces whatever the folder holds
+    assert "overwrite=true" in fake_finetune[1] and "resume=true" not in fake_finetune[1]

@@ -38,12 +38,14 @@ class BestOnDev(pl.Callback):
     """After every dev evaluation: record the metrics; if the selection score improved, save the model.
 
     The model is written to a temporary directory and renamed over `save_dir`, so `save_dir` always holds
-    a complete checkpoint (the last good one if training later fails).
+    a complete checkpoint (the last good one if training later fails). `patience`: stop once this many
+    evaluations in a row have not beaten the best (the learning-rate schedule still spans all epochs).
     """
 
-    def __init__(self, save_dir: str | Path, tokenizer=None):
+    def __init__(self, save_dir: str | Path, tokenizer=None, patience: int | None = None):
         self.save_dir = Path(save_dir)
         self.tokenizer = tokenizer
+        self.patience = patience
         self.history: list[dict] = []
         self.best: dict | None = None
         self.wall_s: float | None = None  # set by the caller: how long trainer.fit took
@@ -63,6 +65,11 @@ class BestOnDev(pl.Callback):
         # An undefined score (NaN: constant predictions) never displaces a real one.
         score = lambda r: -math.inf if math.isnan(r["selection"]) else r["selection"]
         if self.best is not None and score(record) <= score(self.best):
+            since = record["epoch"] - self.best["epoch"]
+            if self.patience is not None and since >= self.patience and not trainer.should_stop:
+                trainer.should_stop = True
+                print(f"stopping early: the dev score has not improved for {since} epoch(s) "
+                      f"(best at epoch {self.best['epoch']}; patience={self.patience})", flush=True)
             return
         self.best = record
         if trainer.is_global_zero:

@@ -98,11 +98,15 @@ class StudentConfig:
 class FinetuneSettings:
     lr: float = setting("the teacher's learning rate in this preset", **POSITIVE)
     epochs: int = setting("the teacher's epochs in this preset", **COUNT)
+    patience: Optional[int] = setting("stop the teacher once its dev score has not improved for this many epochs; "
+                                      "null: train all epochs", default=None, **COUNT)
 
 
 @dataclass
 class DistilSettings:
     epochs: int = setting("the student's epochs in this preset", **COUNT)
+    patience: Optional[int] = setting("stop the student once its dev score has not improved for this many epochs; "
+                                      "null: train all epochs", default=None, **COUNT)
 
 
 @dataclass
@@ -178,6 +182,8 @@ class RunConfig:
     data: TrainData = group(TrainData)
     seed: int = setting("the random seed", low=0, high=2**32 - 1)
     epochs: int = setting("each epoch ends with the dev evaluation that selects the model", **COUNT)
+    patience: Optional[int] = setting("stop once the dev score has not improved for this many epochs (the "
+                                      "learning-rate schedule still spans `epochs`); null: train all epochs", **COUNT)
     batch_size: int = setting("training examples per step", **COUNT)
     eval_batch_size: int = setting("dev examples per batch", **COUNT)
     max_seq_length: int = setting("tokens per example (at most the model's position limit)",

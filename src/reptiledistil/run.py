@@ -250,7 +250,7 @@ def _run_finetune(cfg: DictConfig, hw: Hardware, task: Task, *, model, tokenizer
                             warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm)
     identity = {"script": "finetune_teacher", "task": task.name, "layers": model.config.num_hidden_layers,
                 "hidden_size": model.config.hidden_size, "num_labels": model.config.num_labels}
-    return _fit(cfg, hw, module=module, dm=_datamodule(cfg, task, tokenizer, splits), best=BestOnDev(stage, tokenizer),
+    return _fit(cfg, hw, module=module, dm=_datamodule(cfg, task, tokenizer, splits), best=BestOnDev(stage, tokenizer, cfg.patience),
                 identity=identity, resume_from=resume_from)
 
 
@@ -344,7 +344,7 @@ def _run_distil(cfg: DictConfig, hw: Hardware, task: Task, *, method: Method, mo
     identity = {"script": "train", "task": task.name, "method": method.name, "strategy": cfg.strategy.name,
                 "teacher_layers": teacher.config.num_hidden_layers if teacher is not None else None,
                 "student_layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size}
-    return _fit(cfg, hw, module=module, dm=dm, best=BestOnDev(stage / "student", tokenizer), identity=identity,
+    return _fit(cfg, hw, module=module, dm=dm, best=BestOnDev(stage / "student", tokenizer, cfg.patience), identity=identity,
                 resume_from=resume_from)
 
 
