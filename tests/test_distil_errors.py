@@ -40,7 +40,7 @@ def _cfg(env, tiny_bert, *extra, out="out"):
     (["temperature=0"], r"temperature=0.* must be > 0"),
     (["model.student.num_layers=3"], "multiple of the student depth"),
     (["model.student.num_layers=3", "strategy=both"], "multiple of the student depth"),
-    (["method.update_head=maybe"], "method.update_head must be true or false, got 'maybe'"),
+    (["method.update_head=maybe"], "method.update_head='maybe' must be true or false"),
 ])
 def test_bad_hyperparameters(env, tiny_bert, extra, match):
     with pytest.raises(ConfigError, match=match):

@@ -43,3 +43,17 @@ def test_a_method_from_outside_the_package_trains_and_moves_the_teacher(rte_teac
               for j in range(4)]
     assert change[0] == 0.0 and change[2] == 0.0 and min(change[1], change[3]) > 1e-6, change
     assert "a toy method whose teacher drifts towards the student" in (out / "student" / "README.md").read_text()
+
+
+def test_a_methods_own_field_is_checked_by_its_rule():
+    """A method declares its fields' rules with methods.base.setting, checked like every config key (rules.py)."""
+    import pytest
+
+    from reptiledistil.errors import ConfigError
+    from toy_method import Toy
+
+    assert Toy(name="toy", teacher_lr=None, rate=1).rate == 1
+    with pytest.raises(ConfigError, match=r"method\.rate=2 must be in \(0, 1\] \(the fraction .*method\.rate=0\.1\)"):
+        Toy(name="toy", teacher_lr=None, rate=2)
+    with pytest.raises(ConfigError, match=r"method\.rate='fast' must be a number"):
+        Toy(name="toy", teacher_lr=None, rate="fast")

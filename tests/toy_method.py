@@ -11,23 +11,18 @@ from typing import ClassVar
 
 import torch
 
-from reptiledistil.errors import ConfigError
-from reptiledistil.methods.base import Method, TeacherStep
+from reptiledistil.methods.base import Method, TeacherStep, setting
 
 
 @dataclass(frozen=True)
 class Toy(Method):
-    rate: float  # the fraction of the way to the student the teacher moves per batch
+    rate: float = setting("the fraction of the way to the student the teacher moves per batch; pass e.g. "
+                          "method.rate=0.1", low=0, low_open=True, high=1)
 
     key: ClassVar[str] = "toy"
     title: ClassVar[str] = "toy"
     description: ClassVar[str] = "a toy method whose teacher drifts towards the student"
     teacher_learns: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0 < self.rate <= 1:
-            raise ConfigError(f"method.rate={self.rate} must be in (0, 1]; pass e.g. method.rate=0.1.")
 
     @torch.no_grad()
     def teacher_step(self, module, inputs: dict, labels, optimizer) -> TeacherStep:

@@ -20,7 +20,6 @@ Light on purpose: dataclasses and omegaconf only, no torch.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
@@ -29,36 +28,13 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from .errors import ConfigError
+from .rules import KINDS, check_value, rule
 
 
-@dataclass(frozen=True)
-class Range:
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # low itself excluded
-    high_open: bool = False
-
-    def __contains__(self, x) -> bool:
-        return ((self.low is None or (x > self.low if self.low_open else x >= self.low))
-                and (self.high is None or (x < self.high if self.high_open else x <= self.high)))
-
-    def text(self, integer: bool) -> str:
-        if self.high is None:
-            if integer and not self.low_open:
-                return f"at least {_show(self.low)}"
-            return f"{'>' if self.low_open else '>='} {_show(self.low)}"
-        return (f"in {'(' if self.low_open else '['}{_show(self.low)}, {_show(self.high)}"
-                f"{')' if self.high_open else ']'}")
-
-
-def setting(help: str, *, low=None, high=None, low_open=False, high_open=False, choices=None, default=MISSING):
-    """A schema field: its help, and its range (numbers) or allowed words (strings); the default is the YAML's."""
-    meta = {"help": help}
-    if low is not None or high is not None:
-        meta["range"] = Range(low, high, low_open, high_open)
-    if choices is not None:
-        meta["choices"] = tuple(choices)
-    return field(default=default, metadata=meta)
+def setting(help: str, *, default=MISSING, **limits):
+    """A schema field: its help, and its range (numbers) or allowed words (strings) (rules.rule); the default is
+    the YAML's."""
+    return field(default=default, metadata=rule(help, **limits))
 
 
 def group(cls):
@@ -335,32 +311,13 @@ def _check_node(node: DictConfig, prefix: str, script: str) -> None:
         if isinstance(child, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(child)):
             _check_node(child, key + ".", script)
             continue
-        meta = f.metadata
-        if "range" not in meta and "choices" not in meta:
-            continue  # not read: its value may need a resolver that loads a library (${minilm_dir:})
+        if "range" not in f.metadata and "choices" not in f.metadata:
+            continue  # no rule: its value may need a resolver that loads a library (${minilm_dir:})
         try:
             value = node[f.name]
         except ValidationError as e:  # an interpolation whose value has the wrong type (teacher_lr=${method.x})
             raise ConfigError(type_error_message(e, None, key)) from None
-        if value is None:
-            continue
-        word = str(value).lower() if isinstance(value, bool) or str(value) in ("True", "False") else str(value)
-        if "choices" in meta and word not in meta["choices"]:
-            raise ConfigError(f"{key}={value} is not one of {', '.join(meta['choices'])} ({meta['help']}). "
-                              f"Pass {key}=<{'|'.join(meta['choices'])}>.")
-        rng = meta.get("range")
-        if rng is not None and (isinstance(value, float) and math.isnan(value) or value not in rng):
-            raise ConfigError(f"{key}={_show(value)} must be {rng.text(isinstance(value, int))} ({meta['help']}).")
-
-
-def _show(x) -> str:
-    """1.0 as 1, 5e-05 as 5e-05: a number as the user would type it."""
-    if isinstance(x, float) and math.isfinite(x) and x.is_integer():
-        return str(int(x))
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
-KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+        check_value(key, value, f.metadata)
 
 
 def _field(object_type, key: str):

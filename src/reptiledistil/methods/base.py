@@ -1,7 +1,9 @@
 """What the distillation loop needs to know about a method, and the helpers its subclasses share.
 
 A method is a frozen dataclass: its fields are its hyper-parameters, whose values live once, in
-conf/method/<name>.yaml (`_target_` names the class; run.py builds it with hydra.utils.instantiate). Its class
+conf/method/<name>.yaml (`_target_` names the class; run.py builds it with hydra.utils.instantiate). A field
+declared with `setting(...)` is checked (type, range, allowed words) when the method is built, like every other
+key of the config (rules.py). Its class
 attributes say what it is (title, whether it needs or changes a teacher); its methods do the teacher's part of
 a training step. The loop (module.DistilModule) does everything else: the student's step, precision, clipping
 of the student, counters, logging, the teacher's dev evaluation and drift.
@@ -12,13 +14,15 @@ titles without loading it.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from ..errors import ConfigError
+from ..rules import check_value, rule
 
 if TYPE_CHECKING:
-    import torch
     from omegaconf import DictConfig
 
     from ..hardware import Hardware
@@ -50,6 +54,11 @@ class Method:
     teacher_learns: ClassVar[bool] = False  # whether the teacher changes while it teaches (saved, evaluated, drift)
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            if f.metadata:  # a setting: checked, and a word normalised (method.share_forward=true is a bool)
+                value = check_value(f"method.{f.name}", getattr(self, f.name), f.metadata, kind=hints[f.name])
+                object.__setattr__(self, f.name, value)
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"method.name={self.name!r} must be a non-empty name (it names the run's folder).")
         lr = self.teacher_lr  # its range is checked on the key the optimizer reads, teacher_lr (check below)
@@ -93,21 +102,9 @@ class Method:
         return TeacherStep()
 
 
-def number(key: str, value, why: str, low: float = 0.0, strict: bool = False, integer: bool = False) -> float:
-    """`value` checked as a number >= low (> low when strict): a ConfigError naming the key and the fix otherwise."""
-    kind = "a whole number" if integer else "a number"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (not integer or float(value).is_integer())
-    if not ok or (value <= low if strict else value < low):
-        raise ConfigError(f"{key}={value} must be {kind} {'>' if strict else '>='} {low:g} ({why}).")
-    return value
-
-
-def choice(key: str, value, options: tuple[str, ...]) -> str:
-    """`value` (a str, or a bool from the command line's true/false) checked against `options`."""
-    text = str(value).lower() if isinstance(value, (str, bool)) else None
-    if text not in options:
-        raise ConfigError(f"{key} must be {', '.join(options[:-1])} or {options[-1]}, got {value!r}.")
-    return text
+def setting(help: str, **limits):
+    """A method's field: its help, and its range or allowed words (rules.rule); its value is the YAML's."""
+    return field(metadata=rule(help, **limits))
 
 
 def snapshot(params: list, optimizer) -> Callable[[], None]:

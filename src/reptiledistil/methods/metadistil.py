@@ -13,30 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Method, TeacherStep, number
+from .base import Method, TeacherStep, setting
 from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
 class MetaDistil(Method):
-    pilot_lr: float  # the pilot student's SGD step size
-    quiz_size: int  # training examples held out (seeded) for the quiz
-    teacher_task_weight: float  # weight of the teacher's own task loss in its objective
+    pilot_lr: float = setting("the pilot student's SGD step size; 0 leaves only the teacher's own task loss", low=0)
+    quiz_size: int = setting("the training examples held out for the teacher's quiz (seeded)", low=1)
+    teacher_task_weight: float = setting("the weight of the teacher's own task loss in its objective; 0 is the "
+                                         "reference code", low=0)
 
     key: ClassVar[str] = "metadistil"
     title: ClassVar[str] = "MetaDistil"
     description: ClassVar[str] = ("MetaDistil (Zhou et al., ACL 2022): KD while the teacher learns to teach by "
                                   "meta-gradients through a pilot student update")
     teacher_learns: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        number("method.pilot_lr", self.pilot_lr,
-               "the pilot student's SGD step size; 0 leaves only the teacher's own task loss")
-        number("method.teacher_task_weight", self.teacher_task_weight,
-               "the weight of the teacher's own task loss; 0 is the reference code")
-        number("method.quiz_size", self.quiz_size, "the training examples held out for the teacher's quiz",
-               low=1, integer=True)
 
     @property
     def teacher_optimized(self) -> bool:

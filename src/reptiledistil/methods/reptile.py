@@ -15,37 +15,24 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Method, TeacherStep, choice, number, snapshot
-from ..errors import ConfigError
-
-UPDATES = ("pseudo_grad", "interpolate")
-SHARE_FORWARD = ("auto", "true", "false")
+from .base import Method, TeacherStep, setting, snapshot
 
 
 @dataclass(frozen=True)
 class Reptile(Method):
-    update: str  # pseudo_grad | interpolate (see the module's docstring)
-    epsilon: float  # update=interpolate: the fraction of the way the teacher moves towards the fast student
-    update_head: bool  # whether the teacher's task head is paired with the student's and moves too
-    share_forward: str  # auto | true | false: one student forward for the fast and the real step
+    update: str = setting("pseudo_grad: the teacher's AdamW on theta_t - theta_fast (the paper); interpolate: "
+                          "theta_t += epsilon * (theta_fast - theta_t)", choices=("pseudo_grad", "interpolate"))
+    epsilon: float = setting("update=interpolate: the fraction of the way the teacher moves towards the fast "
+                             "student, 1 lands on it; pass e.g. method.epsilon=0.5", low=0, low_open=True, high=1)
+    update_head: bool = setting("whether the teacher's task head is paired with the student's and moves too")
+    share_forward: str = setting("one student forward for the fast and the real step; auto: shared on CPU, "
+                                 "separate on GPU", choices=("auto", "true", "false"))
 
     key: ClassVar[str] = "reptile"
     title: ClassVar[str] = "ReptileDistil"
     description: ClassVar[str] = ("ReptileDistil (Ma et al., COLING 2022): KD while the teacher learns to teach by "
                                   "Reptile updates")
     teacher_learns: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        # Normalised here: the command line's method.share_forward=true arrives as a bool
-        object.__setattr__(self, "update", choice("method.update", self.update, UPDATES))
-        object.__setattr__(self, "share_forward", choice("method.share_forward", self.share_forward, SHARE_FORWARD))
-        if not isinstance(self.update_head, bool):
-            raise ConfigError(f"method.update_head must be true or false, got {self.update_head!r}.")
-        number("method.epsilon", self.epsilon, "the step towards the fast student under update=interpolate", strict=True)
-        if self.epsilon > 1:
-            raise ConfigError(f"method.epsilon={self.epsilon} must be at most 1: update=interpolate moves the teacher "
-                              "that fraction of the way to the fast student (1 lands on it). Pass e.g. method.epsilon=0.5.")
 
     @property
     def teacher_optimized(self) -> bool:
