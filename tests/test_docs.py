@@ -72,5 +72,6 @@ def test_configuration_table_matches_conf():
     table = "\n".join(line for _, line in _prose(README) if line.startswith("| `"))
     train = yaml.safe_load((ROOT / "conf" / "train.yaml").read_text())
     keys = [k for k, v in train.items() if k != "defaults" and not isinstance(v, dict)]
-    keys += [f"data.{k}" for k in yaml.safe_load((ROOT / "conf" / "data" / "glue.yaml").read_text())]
+    keys += [f"data.{k}" for f in ("source", "glue") for k in yaml.safe_load((ROOT / "conf" / "data" / f"{f}.yaml")
+             .read_text()) if k != "defaults"]
     assert not [k for k in keys if f"`{k}`" not in table], "conf/train.yaml keys missing from the README's table"
