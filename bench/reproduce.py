@@ -14,6 +14,8 @@ followed by the hand-written results/<preset>/FINDINGS.md, into results/<preset>
   python bench/reproduce.py --report                         # only rebuild results/<preset>/README.md and the chart
   python bench/reproduce.py --tasks cola --seeds 1 --results-tag slr2e-4 --reuse-teachers -- student_lr=2e-4
                                                              # a probe: the grid's teachers, other student settings
+  python bench/reproduce.py --results-tag gpu-ep8 --teacher-override trainer=gpu -- trainer=gpu model.distil.epochs=8
+                                                             # its own teachers, with the overrides they take
 """
 
 from __future__ import annotations
@@ -92,9 +94,12 @@ def stamp() -> dict:
 
 
 class Grid:
-    def __init__(self, preset: str, extra: list[str], tag: str | None = None, teachers_from: Grid | None = None):
+    def __init__(self, preset: str, extra: list[str], tag: str | None = None, teachers_from: Grid | None = None,
+                 *, teacher_extra: list[str] | None = None):
         name = f"{preset}-{tag}" if tag else preset  # e.g. minilm-gpu: bf16 on a GPU is another experiment
         self.preset, self.extra, self.teachers_from = preset, extra, teachers_from
+        # the teachers' own overrides (finetune_teacher.py refuses the students' model.distil.*, method.*, ...)
+        self.teacher_extra = extra if teacher_extra is None else teacher_extra
         self.results = ROOT / "results" / name
         self.models = ROOT / "model" / "grid" / name
         # Paths handed to the scripts (and so recorded in the JSONs) are relative to the repository, where the
@@ -117,8 +122,8 @@ class Grid:
             print(f"   {result.relative_to(ROOT)} exists but its model {out} does not: fine-tuning it again "
                   "(same seed and settings); the recorded JSON is kept", flush=True)
         overrides = [f"task={task}", f"model={self.preset}", f"output_dir={out.relative_to(ROOT)}",
-                     keep_or_resume(out), QUIET, *pinned(self.extra), f"hydra.run.dir={self.rel_models / task / 'logs' / 'teacher'}",
-                     *self.extra]
+                     keep_or_resume(out), QUIET, *pinned(self.teacher_extra),
+                     f"hydra.run.dir={self.rel_models / task / 'logs' / 'teacher'}", *self.teacher_extra]
         started = stamp()  # the code the run starts with (a commit made while it runs must not be credited)
         wall, cpu = run_script("finetune_teacher.py", overrides, self.models / task / "teacher.log")
         if recorded:
@@ -175,17 +180,24 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--jobs", type=int, default=1, help="student runs at once (a GPU fits several)")
     ap.add_argument("--results-tag", help="results/<preset>-<tag>/ (e.g. gpu) instead of results/<preset>/")
-    ap.add_argument("--reuse-teachers", action="store_true",
-                    help="with --results-tag: the students learn from results/<preset>'s teachers (fine-tuned there "
-                         "if missing), for probes whose overrides only the students take (student_lr=, method.*)")
+    ap.add_argument("--reuse-teachers", nargs="?", const="", metavar="TAG",
+                    help="with --results-tag: the students learn from results/<preset>'s teachers (or those of "
+                         "results/<preset>-<TAG>), fine-tuned there if missing: for probes whose overrides only the "
+                         "students take (student_lr=, method.*, model.distil.*)")
+    ap.add_argument("--teacher-override", action="append", metavar="KEY=VALUE",
+                    help="an override for the teachers' runs only (repeatable), e.g. trainer=gpu; without it the "
+                         "teachers take the students' overrides, or none with --reuse-teachers")
     ap.add_argument("--report", action="store_true", help="only rebuild the tables and the chart")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
     args = ap.parse_args()
 
-    if args.reuse_teachers and not args.results_tag:
-        sys.exit("--reuse-teachers takes the untagged grid's teachers for a tagged one: add --results-tag <name>.")
-    teachers = Grid(args.preset, [], None) if args.reuse_teachers else None
-    grid = Grid(args.preset, args.overrides, args.results_tag, teachers_from=teachers)
+    reuse = args.reuse_teachers
+    if reuse is not None and (not args.results_tag or reuse == args.results_tag):
+        sys.exit("--reuse-teachers takes another grid's teachers for a tagged one: add --results-tag <name> (not the "
+                 "teachers' own tag).")
+    teachers = (Grid(args.preset, args.teacher_override or [], reuse or None) if reuse is not None else None)
+    grid = Grid(args.preset, args.overrides, args.results_tag, teachers_from=teachers,
+                teacher_extra=args.teacher_override)
     if not args.report:
         for task in args.tasks:
             print(f"== {task}: teacher", flush=True)

@@ -71,3 +71,14 @@ def test_an_interrupted_run_is_resumed_not_discarded(tmp_path, fake_finetune):
     ckpt.unlink()
     grid.teacher("mrpc")  # nothing to continue: a fresh run replaces whatever the folder holds
     assert "overwrite=true" in fake_finetune[1] and "resume=true" not in fake_finetune[1]
+
+
+def test_teachers_take_their_own_overrides_and_a_tagged_grid_lends_its_teachers(tmp_path, fake_finetune):
+    gpu = reproduce.Grid("minilm", ["trainer=gpu", "model.distil.epochs=8"], "gpu-ep8",
+                         teacher_extra=["trainer=gpu", "trainer.precision=bf16-mixed"])
+    gpu.teacher("mrpc")
+    assert "trainer=gpu" in fake_finetune[0] and "model.distil.epochs=8" not in fake_finetune[0]
+    assert "trainer.precision=32-true" not in fake_finetune[0]  # a named precision is not pinned to fp32
+    probe = reproduce.Grid("minilm", ["model.student.start=teacher"], "gpu-ep8-tinit", teachers_from=gpu)
+    assert probe.teacher("mrpc") == tmp_path / "model/grid/minilm-gpu-ep8/mrpc/teacher" and len(fake_finetune) == 1
+    assert (tmp_path / "results/minilm-gpu-ep8-tinit/mrpc/teacher.json").is_file()
