@@ -12,7 +12,6 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, DistilBertConfig
 
 import reptiledistil.engines as engines
-from reptiledistil.callbacks import BestOnDev
 from reptiledistil.metrics import UNDEFINED, format_metrics
 from reptiledistil.models import fp32_head, load_finetuned
 from reptiledistil.tasks import get_task
@@ -82,50 +81,3 @@ def test_undefined_correlation_is_said_in_words():
     text = format_metrics({"pearson": float("nan"), "spearman": 0.25})
     assert text == f"pearson={UNDEFINED}, spearman=0.2500"
     assert "nan" not in text
-
-
-def test_undefined_score_never_displaces_a_real_best(tmp_path):
-    best = BestOnDev(tmp_path / "m", None)
-
-    class Module:
-        outer_step = 0
-        last_eval: dict = {}
-
-        class eval_model:  # noqa: N801
-            @staticmethod
-            def save_pretrained(path):
-                pass
-
-    class Trainer:
-        sanity_checking, is_global_zero, current_epoch, global_step = False, True, 0, 0
-
-    for epoch, score in enumerate([0.3, float("nan"), 0.2]):
-        Module.last_eval = {"selection": score}
-        Trainer.current_epoch = epoch
-        best.on_validation_end(Trainer, Module)
-    assert best.best["selection"] == 0.3 and best.best["epoch"] == 1
-
-
-def test_patience_counts_evaluations_since_the_best(tmp_path):
-    best = BestOnDev(tmp_path / "m", None, patience=2)
-
-    class Module:
-        outer_step = 0
-        last_eval: dict = {}
-
-        class eval_model:  # noqa: N801
-            @staticmethod
-            def save_pretrained(path):
-                pass
-
-    class Trainer:
-        sanity_checking, is_global_zero, current_epoch, global_step, should_stop = False, True, 0, 0, False
-
-    stops = []
-    for epoch, score in enumerate([0.3, 0.5, 0.4, 0.5, 0.2]):
-        Module.last_eval = {"selection": score}
-        Trainer.current_epoch = epoch
-        best.on_validation_end(Trainer, Module)
-        stops.append(Trainer.should_stop)
-    # best at epoch 2; epochs 3 and 4 do not beat it (a tie is no improvement): stop after epoch 4
-    assert stops == [False, False, False, True, True] and best.best["epoch"] == 2
