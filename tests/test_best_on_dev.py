@@ -41,3 +41,16 @@ def test_patience_counts_evaluations_since_the_best(tmp_path):
     # best at epoch 2; epochs 3 and 4 do not beat it (a tie is no improvement): stop after epoch 4
     assert _evaluate(best, [0.3, 0.5, 0.4, 0.5, 0.2]) == [False, False, False, True, True]
     assert best.best["epoch"] == 2
+
+
+def test_a_resumed_run_that_had_decided_to_stop_stops_at_once(tmp_path):
+    """The epoch checkpoint is written after the evaluation that decided to stop: resuming it trains no more."""
+    before = BestOnDev(tmp_path / "m", None, patience=2)
+    _evaluate(before, [0.3, 0.5, 0.4, 0.5])
+    resumed, trainer = BestOnDev(tmp_path / "m", None, patience=2), _Trainer()
+    resumed.load_state_dict(before.state_dict())
+    resumed.on_train_start(trainer, _Module)
+    assert trainer.should_stop
+    fresh, trainer = BestOnDev(tmp_path / "m", None, patience=2), _Trainer()
+    fresh.on_train_start(trainer, _Module)
+    assert not trainer.should_stop

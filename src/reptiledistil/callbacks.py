@@ -56,6 +56,18 @@ class BestOnDev(pl.Callback):
     def load_state_dict(self, state: dict) -> None:
         self.history, self.best = state["history"], state["best"]
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self._stop_if_stalled(trainer)  # a run resumed from the checkpoint of the epoch that decided to stop
+
+    def _stop_if_stalled(self, trainer: pl.Trainer) -> None:
+        if self.patience is None or self.best is None or not self.history or trainer.should_stop:
+            return
+        since = self.history[-1]["epoch"] - self.best["epoch"]
+        if since >= self.patience:
+            trainer.should_stop = True
+            print(f"stopping early: the dev score has not improved for {since} epoch(s) "
+                  f"(best at epoch {self.best['epoch']}; patience={self.patience})", flush=True)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         if trainer.sanity_checking or not pl_module.last_eval:
             return
@@ -65,11 +77,7 @@ class BestOnDev(pl.Callback):
         # An undefined score (NaN: constant predictions) never displaces a real one.
         score = lambda r: -math.inf if math.isnan(r["selection"]) else r["selection"]
         if self.best is not None and score(record) <= score(self.best):
-            since = record["epoch"] - self.best["epoch"]
-            if self.patience is not None and since >= self.patience and not trainer.should_stop:
-                trainer.should_stop = True
-                print(f"stopping early: the dev score has not improved for {since} epoch(s) "
-                      f"(best at epoch {self.best['epoch']}; patience={self.patience})", flush=True)
+            self._stop_if_stalled(trainer)
             return
         self.best = record
         if trainer.is_global_zero:
