@@ -3,7 +3,7 @@
 Answers "which setting gives the better student, and does ReptileDistil beat KD under it?" across grids that
 differ in one setting (a start, a schedule): one markdown row per task and grid, from the JSON runs.
 
-  python bench/compare_grids.py results/minilm results/minilm-ep8 results/minilm-ep8-tinit
+  python bench/compare_grids.py results/minilm-round1 results/minilm-ep8 results/minilm-ep8-tinit
   python bench/compare_grids.py results/minilm-ep8 results/minilm-ep8-tinit --tasks mrpc stsb
 """
 

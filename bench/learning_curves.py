@@ -4,7 +4,7 @@ Answers "how long must a student train?": one chart per task (dev score against 
 table that says, per run, its best epoch and how many epochs it has gone without a new best.
 
   python bench/learning_curves.py results/minilm-ep8        # -> results/minilm-ep8/curves-<task>.png
-  python bench/learning_curves.py results/minilm-ep8 results/minilm --tasks mrpc stsb
+  python bench/learning_curves.py results/minilm-ep8 results/minilm-round1 --tasks mrpc stsb
                                                             # several grids on one chart (dashed: the later ones)
 """
 
