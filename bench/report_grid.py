@@ -145,10 +145,11 @@ def tables(rows: list[dict], columns: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown(rows: list[dict], preset: str, columns: tuple[str, ...], findings: bool = False) -> str:
+def markdown(rows: list[dict], preset: str, columns: tuple[str, ...], findings: bool = False,
+             command: str = "python bench/reproduce.py") -> str:
     note = (f" The tables and the chart are generated from the JSON runs; the text after them is hand-written in "
             f"[{FINDINGS}]({FINDINGS}): edit that file, not this page." if findings else "")
-    return (f"# Results grid: preset `{preset}`\n\nRegenerate: `python bench/reproduce.py` (skips runs that exist; "
+    return (f"# Results grid: preset `{preset}`\n\nRegenerate: `{command}` (skips runs that exist; "
             f"`--report` only rebuilds this page).{note}\n\n" + tables(rows, columns))
 
 
@@ -201,7 +202,7 @@ def still_to_run(runs: dict, grid: dict[str, list[int]], methods: tuple[str, ...
 
 
 def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None = None,
-                 methods: tuple[str, ...] = ()) -> str:
+                 methods: tuple[str, ...] = (), command: str = "python bench/reproduce.py") -> str:
     """results/README.md from the JSON files (the tables, with `grid` what is still to run, the chart methods.png)
     followed by the hand-written results/FINDINGS.md where it exists. The page is only ever written whole, from
     those two sources, so regenerating it is idempotent and never loses the findings."""
@@ -219,7 +220,7 @@ def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None =
     findings = results / FINDINGS
     notes = f"\n{findings.read_text().strip()}\n" if findings.is_file() else ""
     tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(markdown(rows, preset, columns, findings.is_file()) + todo + image + notes)
+    tmp.write_text(markdown(rows, preset, columns, findings.is_file(), command) + todo + image + notes)
     tmp.replace(md)
     return md.read_text() + f"\nwrote {md}" + (f" and {results / 'methods.png'}" if image else
                                                 " (no chart: pip install matplotlib)")

@@ -208,7 +208,9 @@ def main() -> None:
                     print(f"   {msg}", flush=True)
     from report_grid import write_report
 
-    print(write_report(grid.results, grid.results.name, {t: DEFAULT_SEEDS[t] for t in DEFAULT_TASKS}, METHODS))
+    command = "python bench/reproduce.py" + (f" --results-tag {args.results_tag}" if args.results_tag else "")
+    print(write_report(grid.results, grid.results.name, {t: DEFAULT_SEEDS[t] for t in DEFAULT_TASKS}, METHODS,
+                       command=command))
     if grid.failed:
         sys.exit(f"{grid.failed} run(s) failed; their logs are named above. Rerun to retry them.")
 
