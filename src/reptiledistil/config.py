@@ -62,7 +62,8 @@ class StrategyConfig:
 @dataclass
 class StudentConfig:
     start: str = setting("where the student's weights come from: pretrained (model.student.source) or teacher (the "
-                         "fine-tuned teacher's layers, picked by the strategy)", choices=("pretrained", "teacher"))
+                         "fine-tuned teacher's layers, picked by the strategy)", default="pretrained",
+                         choices=("pretrained", "teacher"))
     init: str = setting("pretrained: load model.student.source as is; teacher_layers: take model.student.num_layers "
                         "of its layers", choices=("pretrained", "teacher_layers"))
     source: str = setting("a model directory or hub id")
