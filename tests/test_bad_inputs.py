@@ -497,7 +497,10 @@ def script(args: list[str], cwd: Path, prefix: tuple[str, ...] = ()) -> subproce
     (["finetune_teacher.py", "model=nope"], "Could not find 'model/nope'. Available options in 'model': bert_base, "
      "deberta_v3_base, electra_base, minilm, roberta_base, xlm_roberta_base", "model=<option>"),
     (["train.py", "batch_size=0"], "error: batch_size=0 must be at least 1", "training examples per step"),
-], ids=["train.py alpah=0.3", "predict.py task=foo", "finetune_teacher.py model=nope", "train.py batch_size=0"])
+    (["finetune_teacher.py", "--cfg", "job", "--resolve"], "error: log_dir comes from Hydra's run folder, which --cfg "
+     "does not create", "Drop --resolve, or pass log_dir=<a folder> as well."),
+], ids=["train.py alpah=0.3", "predict.py task=foo", "finetune_teacher.py model=nope", "train.py batch_size=0",
+        "--cfg job --resolve"])
 def test_script_exits_2_without_traceback(args, problem, fix, tmp_path):
     res = script([str(ROOT / args[0]), *args[1:], f"hydra.run.dir={tmp_path / 'logs'}"], tmp_path)
     assert res.returncode == 2, res.stderr[-2000:]

@@ -162,6 +162,10 @@ def _typed_config_message(e: Exception, script: str) -> str | None:
 
     cause = e if isinstance(e, (ValidationError, ConfigKeyError)) else e.__cause__
     override = re.match(r"Error merging override (\S+?)=(.*)$", str(e).splitlines()[0]) if cause is not e else None
+    if isinstance(cause, ValidationError) and "${hydra:" in str(cause):  # --cfg job --resolve: no run folder yet
+        key = getattr(cause, "full_key", None) or "a key"
+        return (f"{key} comes from Hydra's run folder, which --cfg does not create, so --resolve cannot show it. "
+                f"Drop --resolve, or pass {key}=<a folder> as well.")
     if isinstance(cause, ValidationError) and not str(cause).startswith("Merge error"):
         return type_error_message(cause, override.group(2) if override else None,
                                   override.group(1).lstrip("+~") if override else None)
