@@ -130,10 +130,14 @@ RANGE_CASES = {  # (script, overrides, what the error must say); scope: refused 
     "P +trainer.accelerator=gpu": (P, ["+trainer.accelerator=gpu"],
                                    ["+trainer: predict.py trains nothing, so it takes no trainer"]),
     "T +alpah=0.3": (T, ["+alpah=0.3"], ["+alpah: train.py has no key alpah, so nothing would read it. Drop it"]),
+    "T source ignored by start=teacher": (T, ["model.student.start=teacher", "model.student.source=some/model"],
+                                          ["model.student.source=some/model would not be read: with "
+                                           "model.student.start=teacher", "Add model.student.start=pretrained"]),
     "F +data.max_samples=3": (F, ["+data.max_samples=3"], ["+data.max_samples: finetune_teacher.py has no key "
                                                          "data.max_samples"]),
 }
-SCOPE_CASES = ("F student override", "F distil override")  # known from the command line only (not from cfg)
+# known from the command line only (not from cfg)
+SCOPE_CASES = ("F student override", "F distil override", "T source ignored by start=teacher")
 
 
 @pytest.mark.parametrize("case", list(RANGE_CASES))
@@ -173,7 +177,8 @@ ACCEPTED = {  # every preset, group option and value form the configs, docs and 
        + [["model=bert_base", "trainer=ddp"], ["hparams_search=optuna"], ["save_teacher=true"], ["save_teacher=false"],
           ["save_teacher=auto"], ["alpha=0", "temperature=1"], ["alpha=1", "temperature=20"], ["method=kd", "teacher_lr=null"],
           ["+trainer.strategy=ddp", "trainer.devices=2"], ["+student_optimizer.amsgrad=true"], ["task=custom", "data.train_file=a.csv"],
-          ["model.student.num_layers=null"], ["model.student.init=pretrained"], ["max_seq_length=64"]],
+          ["model.student.num_layers=null"], ["model.student.start=pretrained", "model.student.init=pretrained"],
+          ["model.student.start=teacher"], ["max_seq_length=64"]],
     P: [["task=custom", "data.test_file=t.csv"], ["task=ax"], ["split=dev", "engine=onnx", "quantize=int8"],
         ["export=onnx", "export_dir=x"], ["precision=bf16"], ["zip=true"]],
 }
@@ -381,8 +386,9 @@ def base_overrides(script: str, tmp: Path, glue: Path, env: dict, tiny_bert: Pat
     if script == F:
         return quick(tmp, glue) + ["task=rte", f"model.teacher_init={tiny_bert}", f"output_dir={tmp / 'out'}"]
     if script == T:
-        return quick(tmp, glue) + ["task=rte", f"teacher_dir={env['teacher_rte']}", f"model.student.source={tiny_bert}",
-                                   "model.student.num_layers=2", f"output_dir={tmp / 'out'}"]
+        return quick(tmp, glue) + ["task=rte", f"teacher_dir={env['teacher_rte']}", "model.student.start=pretrained",
+                                   f"model.student.source={tiny_bert}", "model.student.num_layers=2",
+                                   f"output_dir={tmp / 'out'}"]
     return ["task=rte", f"model_dir={env['rte']}", f"output_dir={tmp / 'preds'}", f"data.glue_dir={glue}"]
 
 

@@ -34,7 +34,7 @@ def test_distil_console_counts_epochs_from_one_and_has_no_timestamped_lines(rte_
     folder, glue = rte_teacher
     cmd = [sys.executable, str(ROOT / "train.py"), "task=rte", f"data.glue_dir={glue}", "epochs=2", "batch_size=8",
            "max_seq_length=32", "trainer.accelerator=cpu", f"teacher_dir={folder / 'teacher'}",
-           f"model.student.source={tiny_bert}", "model.student.num_layers=2", f"output_dir={tmp_path / 'student'}",
+           "model.student.start=pretrained", f"model.student.source={tiny_bert}", "model.student.num_layers=2", f"output_dir={tmp_path / 'student'}",
            f"hydra.run.dir={tmp_path / 'logs'}"]
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})

@@ -57,7 +57,7 @@ def pipeline(tmp_path_factory, tiny_bert):
     ft = finetune(compose_cfg("finetune_teacher", quick(tmp, tmp) + custom(files) + [
         f"model.teacher_init={tiny_bert}", f"output_dir={teacher}"]))
     ds = distil(compose_cfg("train", quick(tmp, tmp) + custom(files) + [
-        f"teacher_dir={teacher}", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
+        f"teacher_dir={teacher}", "model.student.start=pretrained", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
         f"output_dir={run_dir}"]))
     return tmp, files, teacher, run_dir, ft, ds
 

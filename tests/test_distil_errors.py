@@ -31,7 +31,7 @@ def env(tmp_path_factory, tiny_bert):
 def _cfg(env, tiny_bert, *extra, out="out"):
     tmp, glue, teacher = env
     return compose_cfg("train", quick(tmp, glue) + [
-        "task=rte", f"teacher_dir={teacher}", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
+        "task=rte", f"teacher_dir={teacher}", "model.student.start=pretrained", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
         f"output_dir={tmp / out}", *extra])
 
 
@@ -61,13 +61,13 @@ def test_teacher_of_another_task_refused(env, tiny_bert):
 def test_deeper_student_refused(env, tiny_bert, tmp_path):
     deep = save_tiny_bert(tmp_path / "deep", layers=6)
     with pytest.raises(ConfigError, match=r"more layers \(6\) than the teacher \(4\)"):
-        distil(_cfg(env, tiny_bert, "model.student.init=pretrained", f"model.student.source={deep}"))
+        distil(_cfg(env, tiny_bert, "model.student.init=pretrained", "model.student.start=pretrained", f"model.student.source={deep}"))
 
 
 def test_width_mismatch_refused(env, tiny_bert, tmp_path):
     wide = save_tiny_bert(tmp_path / "wide", layers=4, hidden=64)
     with pytest.raises(ConfigError, match="differ in width"):
-        distil(_cfg(env, tiny_bert, f"model.student.source={wide}"))
+        distil(_cfg(env, tiny_bert, "model.student.start=pretrained", f"model.student.source={wide}"))
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(env, tiny_bert, monkeypatch):
@@ -93,13 +93,13 @@ def test_multirun_sweep(env, tiny_bert, tmp_path):
     tmp, glue, teacher = env
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", "alpha=0.3", "temperature=5", "seed=1,2", "epochs=1",
            "batch_size=8", "max_seq_length=32", f"data.glue_dir={glue}", f"teacher_dir={teacher}",
-           f"model.student.source={tiny_bert}", "model.student.num_layers=2", "trainer.accelerator=cpu",
+           "model.student.start=pretrained", f"model.student.source={tiny_bert}", "model.student.num_layers=2", "trainer.accelerator=cpu",
            "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path}/multirun"]
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     runs = sorted((tmp_path / "model" / "rte").iterdir())
-    suffix = "-batch_size8-epochs1-max_seq_length32-model.student.num_layers2"
+    suffix = "-batch_size8-epochs1-max_seq_length32-model.student.num_layers2-model.student.startpretrained"
     assert [r.name for r in runs] == [f"reptile-skip-a0.3-T5{suffix}-seed{s}" for s in (1, 2)]
     for seed, (run, job) in enumerate(zip(runs, ("0", "1")), start=1):
         metrics = json.loads((run / "metrics.json").read_text())
@@ -124,7 +124,7 @@ def test_ddp_two_cpu_processes(env, tiny_bert, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "train.py", "trainer=cpu", "+trainer.strategy=ddp", "trainer.devices=2", "epochs=1",
            "batch_size=4", "max_seq_length=32", f"data.glue_dir={glue}", f"teacher_dir={teacher}",
-           f"model.student.source={tiny_bert}", "model.student.num_layers=2", f"output_dir={out}",
+           "model.student.start=pretrained", f"model.student.source={tiny_bert}", "model.student.num_layers=2", f"output_dir={out}",
            "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/run"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -44,7 +44,7 @@ def test_family_runs_the_whole_pipeline(family, tmp_path):
     finetune(compose_cfg("finetune_teacher", quick(tmp_path, glue) + [
         "task=rte", f"model.teacher_init={pre}", f"output_dir={tmp_path / 'teacher'}"]))
     run = distil(compose_cfg("train", quick(tmp_path, glue) + [
-        "task=rte", f"teacher_dir={tmp_path / 'teacher'}", f"model.student.source={pre}",
+        "task=rte", f"teacher_dir={tmp_path / 'teacher'}", "model.student.start=pretrained", f"model.student.source={pre}",
         "model.student.num_layers=2", f"output_dir={tmp_path / 'student'}"]))
     assert run["method"] == "reptile" and run["student_layers"] == 2
     student = tmp_path / "student" / "student"
@@ -83,7 +83,7 @@ def test_pairings_that_cannot_work_are_refused(bert_teacher, tmp_path, student, 
     src = save_pretrained(tmp_path / "student_source", student())
     with pytest.raises(ConfigError, match=match):
         distil(compose_cfg("train", quick(tmp_path, glue) + [
-            "task=rte", f"teacher_dir={tmp / 'teacher'}", f"model.student.source={src}",
+            "task=rte", f"teacher_dir={tmp / 'teacher'}", "model.student.start=pretrained", f"model.student.source={src}",
             "model.student.num_layers=2", f"output_dir={tmp_path / 'out'}"]))
     assert not (tmp_path / "out").exists()
 

@@ -27,7 +27,7 @@ def setup(tmp_path_factory, tiny_bert):
 
 
 def distil_overrides(tmp, glue, teacher, tiny_bert, out, *extra):
-    return quick(tmp, glue) + ["task=rte", f"teacher_dir={teacher}", f"model.student.source={tiny_bert}",
+    return quick(tmp, glue) + ["task=rte", f"teacher_dir={teacher}", "model.student.start=pretrained", f"model.student.source={tiny_bert}",
                                "model.student.num_layers=2", f"output_dir={out}", *extra]
 
 

@@ -168,7 +168,7 @@ def test_every_method_trains_under_bf16(bf16_teacher, tiny_bert, method):
     out = tmp / method
     quiz = ["method.quiz_size=4"] if method == "metadistil" else []  # 24 synthetic training examples
     cfg = compose_cfg("train", quick(tmp, glue) + [
-        "task=rte", f"teacher_dir={tmp / 'teacher'}", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
+        "task=rte", f"teacher_dir={tmp / 'teacher'}", "model.student.start=pretrained", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
         f"output_dir={out}", f"method={method}", "trainer.precision=bf16-mixed", *quiz])
     assert cfg.student_optimizer.fused and cfg.teacher_optimizer.fused  # the configs' default, kept under bf16
     distil(cfg)

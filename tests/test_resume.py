@@ -53,7 +53,7 @@ def _overrides(env, tiny_bert, script, out, *extra):
     common = quick(tmp, glue) + ["task=rte", "batch_size=4", "epochs=2", "checkpoint_every_n_steps=2",
                                  f"output_dir={out}", *extra]
     if script == "train":
-        return common + [f"teacher_dir={tmp / 'teacher'}", f"model.student.source={tiny_bert}",
+        return common + [f"teacher_dir={tmp / 'teacher'}", "model.student.start=pretrained", f"model.student.source={tiny_bert}",
                          "model.student.num_layers=2"]
     return common + [f"model.teacher_init={tiny_bert}"]
 

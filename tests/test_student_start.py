@@ -17,18 +17,20 @@ from reptiledistil.tasks import get_task
 
 
 def _overrides(tmp, glue, teacher, tiny_bert, out, *extra):
-    return quick(tmp, glue) + ["task=rte", f"teacher_dir={teacher}", f"model.student.source={tiny_bert}",
+    return quick(tmp, glue) + ["task=rte", f"teacher_dir={teacher}", "model.student.start=pretrained", f"model.student.source={tiny_bert}",
                                "model.student.num_layers=2", f"output_dir={out}", *extra]
 
 
 def test_start_names_the_source(rte_teacher, tiny_bert):
     tmp, glue = rte_teacher
     teacher = tmp / "teacher"
-    cfg = compose_cfg("train", _overrides(tmp, glue, teacher, tiny_bert, tmp / "x"))
-    assert cfg.model.student.start == "pretrained"  # the presets' default
-    assert run.student_start(cfg) == ("teacher_layers", str(tiny_bert))
-    cfg = compose_cfg("train", _overrides(tmp, glue, teacher, tiny_bert, tmp / "x", "model.student.start=teacher"))
+    cfg = compose_cfg("train", quick(tmp, glue) + ["task=rte", f"teacher_dir={teacher}"])
+    assert cfg.model.student.start == "teacher"  # the minilm preset's default (measured: results/minilm/)
     assert run.student_start(cfg) == ("teacher_layers", str(teacher))
+    cfg = compose_cfg("train", _overrides(tmp, glue, teacher, tiny_bert, tmp / "x"))
+    assert cfg.model.student.start == "pretrained"
+    assert run.student_start(cfg) == ("teacher_layers", str(tiny_bert))
+    assert compose_cfg("train", ["model=bert_base"]).model.student.start == "pretrained"  # the other presets'
     # from the teacher: its mapped layers (skip on 4 -> 2: 1 and 3) and its fine-tuned head
     student = build_student("teacher_layers", str(teacher), get_task("rte"), num_layers=2, strategy="skip")
     t = AutoModelForSequenceClassification.from_pretrained(teacher).state_dict()

@@ -14,7 +14,7 @@ def test_summary_of_a_distilled_run(rte_teacher, tiny_bert, monkeypatch):
     tmp, glue = rte_teacher
     run, preds = tmp / "summary-run", tmp / "summary-preds"
     distil(compose_cfg("train", quick(tmp, glue) + [
-        "task=rte", f"teacher_dir={tmp / 'teacher'}", f"model.student.source={tiny_bert}",
+        "task=rte", f"teacher_dir={tmp / 'teacher'}", "model.student.start=pretrained", f"model.student.source={tiny_bert}",
         "model.student.num_layers=2", f"output_dir={run}"]))
     predict(compose_cfg("predict", [f"data.glue_dir={glue}", "task=rte", f"model_dir={run / 'student'}",
                                     f"output_dir={preds}", "zip=true", "max_seq_length=32"]))

@@ -22,7 +22,7 @@ def env(rte_teacher):
 def _sweep(env, tiny_bert, tmp_path, *args):
     tmp, glue = env
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", *args, "epochs=1", "batch_size=8", "max_seq_length=32",
-           f"data.glue_dir={glue}", f"teacher_dir={tmp / 'teacher'}", f"model.student.source={tiny_bert}",
+           f"data.glue_dir={glue}", f"teacher_dir={tmp / 'teacher'}", "model.student.start=pretrained", f"model.student.source={tiny_bert}",
            "model.student.num_layers=2", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
            f"hydra.sweep.dir={tmp_path}/multirun"]
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,

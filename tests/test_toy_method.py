@@ -20,7 +20,7 @@ def test_a_method_from_outside_the_package_trains_and_moves_the_teacher(rte_teac
     out = tmp_path / "toy_run"
     cmd = [sys.executable, str(ROOT / "train.py"), f"hydra.searchpath=[file://{TESTS / 'conf'}]", "method=toy",
            "task=rte", "epochs=1", "batch_size=8", "eval_batch_size=8", "max_seq_length=32", f"data.glue_dir={glue}",
-           f"teacher_dir={tmp / 'teacher'}", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
+           f"teacher_dir={tmp / 'teacher'}", "model.student.start=pretrained", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
            "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "~logger", f"output_dir={out}",
            f"hydra.run.dir={tmp_path / 'logs'}"]
     path = os.pathsep.join([str(TESTS), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])

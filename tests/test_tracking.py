@@ -25,7 +25,7 @@ def env(rte_teacher):
 def _run(env, tiny_bert, name, *extra):
     tmp, glue = env
     overrides = [o for o in quick(tmp, glue) if o != "~logger"] + [
-        "task=rte", f"teacher_dir={tmp / 'teacher'}", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
+        "task=rte", f"teacher_dir={tmp / 'teacher'}", "model.student.start=pretrained", f"model.student.source={tiny_bert}", "model.student.num_layers=2",
         f"output_dir={tmp / name}", f"log_dir={tmp / name}-logs", "epochs=2", "trainer.log_every_n_steps=1", *extra]
     return distil(compose_cfg("train", overrides))
 

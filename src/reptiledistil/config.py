@@ -290,12 +290,25 @@ def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
         from .methods import build_method
 
         build_method(cfg)
+        _check_student_start(cfg, overrides)
     task = OmegaConf.select(cfg, "task.name")
     if str(task).lower() != "custom":
         for f in dataclasses.fields(CustomDataKeys):
             if cfg.data.get(f.name) is not None:
                 raise ConfigError(f"data.{f.name}={cfg.data.get(f.name)} applies to task=custom only (your own data "
                                   f"files), not task={task}. Pass task=custom, or drop data.{f.name}.")
+
+
+def _check_student_start(cfg: DictConfig, overrides: list[str]) -> None:
+    """A student started from the teacher's layers reads neither model.student.source nor .init: one given on the
+    command line would be silently ignored (minilm starts from the teacher by default)."""
+    if OmegaConf.select(cfg, "model.student.start") != "teacher":
+        return
+    for o in overrides:
+        if _override_key(o) in ("model.student.source", "model.student.init"):
+            raise ConfigError(f"{o.lstrip('+~')} would not be read: with model.student.start=teacher the student is "
+                              "built from teacher_dir's layers. Add model.student.start=pretrained to start from it, "
+                              "or drop it.")
 
 
 def _check_node(node: DictConfig, prefix: str, script: str) -> None:
