@@ -86,8 +86,10 @@ def summarise(runs: dict) -> list[dict]:
             recs = [r["best"] for r in by.get(m, [])]
             row[m] = {met: [_value(r, task, met) for r in recs] for met in row["metrics"]}
             row[m]["selection"] = [100 * r["selection"] for r in recs]
-            row[m]["wall_s"] = [r["wall_s"] for r in by.get(m, [])]
-            row[m]["cpu_s"] = [r["cpu_s"] for r in by.get(m, []) if "cpu_s" in r]
+            whole = [r for r in by.get(m, []) if not r.get("resumed")]  # a resumed run's time counts its last part
+            row[m]["wall_s"] = [r["wall_s"] for r in whole]
+            row[m]["cpu_s"] = [r["cpu_s"] for r in whole if "cpu_s" in r]
+            row[m]["resumed"] = len(by.get(m, [])) - len(whole)
         kd = {r["seed"]: 100 * r["best"]["selection"] for r in by.get(KD.key, [])}
         for m in LEARNERS:
             row[f"{m}_minus_kd"] = [100 * r["best"]["selection"] - kd[r["seed"]] for r in by.get(m, [])
@@ -127,16 +129,19 @@ def tables(rows: list[dict], columns: tuple[str, ...]) -> str:
     lines += ["", "What the teacher itself scores on dev after it has been updated while teaching (selection metric, "
               "x100, change from the fine-tuned teacher), and the time per run, mean, start-up and dev evaluation "
               "included: wall seconds / CPU seconds (user + system, all cores; unlike wall time it does not grow when "
-              "the machine is shared or the grid is paused):", "",
+              "the machine is shared or the grid is paused; a resumed run counts only its last part, so it is left "
+              "out):",
+              "",
               "| task | " + " | ".join(f"teacher drift ({TITLES[m]})" for m in learners) + " | " +
               " | ".join(f"{TITLES[m]} wall / CPU s" for m in columns) + " |",
               "|" + "---|" * (len(columns) + len(learners) + 1)]
 
     def time_cell(x: dict) -> str:
+        left_out = f" ({x['resumed']} resumed, left out)" if x["resumed"] else ""
         if not x["wall_s"]:
-            return "-"
+            return "-" + left_out
         cpu = f"{statistics.mean(x['cpu_s']):.0f}" if len(x["cpu_s"]) == len(x["wall_s"]) else "?"
-        return f"{statistics.mean(x['wall_s']):.0f} / {cpu}"
+        return f"{statistics.mean(x['wall_s']):.0f} / {cpu}{left_out}"
 
     for r in rows:
         times = " | ".join(time_cell(r[m]) for m in columns)

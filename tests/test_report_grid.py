@@ -108,3 +108,14 @@ def test_majority_class_scores_on_real_glue():
     assert majority_class_scores(get_task("rte"), str(SHARED_GLUE))["accuracy"] == pytest.approx(146 / 277)
     mrpc = majority_class_scores(get_task("mrpc"), str(SHARED_GLUE))
     assert mrpc == pytest.approx({"accuracy": 279 / 408, "f1": 2 * 279 / (279 + 408)})
+
+
+def test_a_resumed_runs_time_is_left_out_of_the_mean(results, tmp_path, monkeypatch):
+    monkeypatch.setenv("GLUE_DIR", str(tmp_path / "nowhere"))
+    doc = json.loads((results / "rte" / "reptile-seed3.json").read_text())
+    (results / "rte" / "reptile-seed3.json").write_text(json.dumps({**doc, "resumed": True, "wall_s": 5.0}))
+    (row,) = summarise(load_runs(results))
+    assert row["reptile"]["wall_s"] == [101.0, 102.0] and row["reptile"]["resumed"] == 1
+    assert row["reptile"]["selection"] == pytest.approx([53.0, 55.0, 70.0])  # its scores still count
+    assert "102 / 150 (1 resumed, left out)" in write_report(results, "minilm")
+
