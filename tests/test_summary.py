@@ -34,3 +34,5 @@ def test_summary_of_a_distilled_run(rte_teacher, tiny_bert, monkeypatch):
     assert lines[4] == "(majority class on dev: accuracy 50.0)"  # synthetic RTE dev: 6 of each label
     assert any(l.split() == ["submission", f"{preds}/", "(RTE.tsv,", "glue_submission.zip)"] for l in lines)
     assert any(l.split() == ["final", "teacher", f"{run}/teacher/"] for l in lines)
+    monkeypatch.chdir(tmp)  # the log folder (Hydra records it absolute) is shown as typed from where one stands
+    assert "  logs          logs" in summary_table("rte", tmp / "teacher", run, preds).splitlines()

@@ -18,6 +18,14 @@ from .metrics import compute_metrics, format_metrics
 from .tasks import get_task
 
 
+def _as_typed(path: str) -> str:
+    """Hydra records the log folder absolute; shown relative to the current folder when under it, like the rest."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve())) if path else path
+    except ValueError:
+        return path
+
+
 def count_parameters(model_dir: Path) -> int:
     from transformers import AutoModelForSequenceClassification
 
@@ -87,7 +95,7 @@ def summary_table(task_name: str, teacher: Path, run: Path, predictions: Path) -
               f"  teacher       {teacher}/ (dev_metrics.json)",
               f"  student       {run}/student/ (metrics.json in {run}/)",
               f"  final teacher {run}/teacher/" if (run / "teacher").is_dir() else "",
-              f"  logs          {run_metrics['config'].get('log_dir', '')}",
+              f"  logs          {_as_typed(run_metrics['config'].get('log_dir', ''))}",
               f"  submission    {predictions}/ ({', '.join(sorted(p.name for p in predictions.glob('*.tsv')))}"
               f"{', glue_submission.zip' if (predictions / 'glue_submission.zip').exists() else ''})"]
     return "\n".join(l for l in lines if l)
