@@ -5,7 +5,7 @@ table that says, per run, its best epoch and how many epochs it has gone without
 
   python bench/learning_curves.py results/minilm-ep8        # -> results/minilm-ep8/curves-<task>.png
   python bench/learning_curves.py results/minilm-ep8 results/minilm-round1 --tasks mrpc stsb
-                                                            # several grids on one chart (dashed: the later ones)
+                                                            # several grids on one chart (a line style per grid)
 """
 
 from __future__ import annotations
@@ -15,6 +15,16 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def glue_name(task: str) -> str:
+    from reptiledistil.errors import ConfigError
+    from reptiledistil.tasks import get_task
+
+    try:
+        return get_task(task).dir  # as GLUE spells it: STS-B, CoLA
+    except ConfigError:
+        return task
 
 
 def load_histories(results: Path, tasks: list[str] | None) -> dict[str, dict[str, list[dict]]]:
@@ -51,14 +61,20 @@ def chart(task: str, grids: list[tuple[str, dict[str, list[dict]]]], out: Path) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    labels = sorted({label for _, runs in grids for label in runs})
+    colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per run, one line style per grid
     for i, (name, runs) in enumerate(grids):
         for label, hist in sorted(runs.items()):
             ax.plot([r["epoch"] for r in hist], [100 * r["selection"] for r in hist], marker="o", markersize=3,
-                    linestyle="-" if i == 0 else "--", label=f"{label} ({name})" if len(grids) > 1 else label)
+                    color=colors[label], linestyle=("-", "--", ":", "-.")[i % 4],
+                    label=f"{label} ({name})" if len(grids) > 1 else label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("dev selection score (x100)")
-    ax.set_title(f"{task}: student learning curves")
+    ax.set_title(f"{glue_name(task)}: student learning curves")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
