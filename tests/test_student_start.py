@@ -53,6 +53,17 @@ def test_start_is_refused_before_anything_loads(rte_teacher, tiny_bert, monkeypa
     assert not (tmp / "y").exists()
 
 
+def test_the_student_alone_from_a_missing_teacher_is_refused_with_both_fixes(rte_teacher, tiny_bert, monkeypatch):
+    tmp, glue = rte_teacher
+    for name in ("build_student", "load_tokenizer"):
+        monkeypatch.setattr(run, name, lambda *a, **k: pytest.fail("a model was loaded"))
+    cfg = compose_cfg("train", quick(tmp, glue) + ["task=rte", "method=finetune", f"teacher_dir={tmp / 'none'}",
+                                                   f"output_dir={tmp / 'z'}"])
+    with pytest.raises(ConfigError, match=r"does not exist. Fine-tune a teacher first.*model.student.start=pretrained"):
+        run.distil(cfg)
+    assert not (tmp / "z").exists()
+
+
 def test_distil_from_the_teacher_records_its_start(rte_teacher, tiny_bert):
     tmp, glue = rte_teacher
     out = tmp / "kd_from_teacher"

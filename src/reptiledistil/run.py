@@ -25,7 +25,7 @@ from .layer_map import layer_mapping, parameter_pairs
 from .metrics import format_metrics
 from .methods import Method, build_method
 from .model_card import write_model_card
-from .models import build_student, load_finetuned, load_for_finetuning, load_tokenizer
+from .models import build_student, check_finetuned_config, load_finetuned, load_for_finetuning, load_tokenizer
 from .module import DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
 from .naming import basename, is_multirun
 from .resume import (check_checkpoint, check_settings, checkpoint_path, describe, resume_request, resume_target,
@@ -293,6 +293,10 @@ def distil(cfg: DictConfig) -> dict:
     method = build_method(cfg)
     student_start(cfg)  # a named start that cannot be built is refused before anything loads
     data = task_data(cfg)  # task=custom: its files are read and checked here
+    if cfg.model.student.start == "teacher":  # the student alone (method=finetune) too starts from the teacher
+        check_finetuned_config(cfg.teacher_dir, data.task, "Teacher (model.student.start=teacher)",
+                               finetune_hint(data.task, cfg.teacher_dir) + " Or start the student from the "
+                               "pretrained layers: model.student.start=pretrained.")
     hw = _hardware(cfg)
     method = method.for_hardware(hw)
     _check_outputs(cfg, hw)
@@ -423,8 +427,6 @@ def _check_prediction_outputs(cfg: DictConfig, task: Task) -> Path:
 
 def _load_prediction_tokenizer(cfg: DictConfig, task: Task):
     """The model directory's config checked against the task (no weights loaded yet), then its tokenizer."""
-    from .models import check_finetuned_config
-
     config = check_finetuned_config(cfg.model_dir, task, "Model", _model_hint(task))
     check_max_seq_length(cfg.max_seq_length, config.max_position_embeddings)
     return load_tokenizer(cfg.model_dir)
