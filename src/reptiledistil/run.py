@@ -293,11 +293,11 @@ def distil(cfg: DictConfig) -> dict:
     method = build_method(cfg)
     student_start(cfg)  # a named start that cannot be built is refused before anything loads
     data = task_data(cfg)  # task=custom: its files are read and checked here
+    hw = _hardware(cfg)
     if cfg.model.student.start == "teacher":  # the student alone (method=finetune) too starts from the teacher
         check_finetuned_config(cfg.teacher_dir, data.task, "Teacher (model.student.start=teacher)",
                                finetune_hint(data.task, cfg.teacher_dir) + " Or start the student from the "
                                "pretrained layers: model.student.start=pretrained.")
-    hw = _hardware(cfg)
     method = method.for_hardware(hw)
     _check_outputs(cfg, hw)
     splits = data.training_splits()  # every bad file refused before any model is loaded
