@@ -17,16 +17,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def glue_name(task: str) -> str:
-    from reptiledistil.errors import ConfigError
-    from reptiledistil.tasks import get_task
-
-    try:
-        return get_task(task).dir  # as GLUE spells it: STS-B, CoLA
-    except ConfigError:
-        return task
-
-
 def load_histories(results: Path, tasks: list[str] | None) -> dict[str, dict[str, list[dict]]]:
     """{task: {"<method> seed <n>": [per-epoch record, ...]}} for the student runs under results/<task>/."""
     out: dict[str, dict[str, list[dict]]] = {}
@@ -74,6 +64,8 @@ def chart(task: str, grids: list[tuple[str, dict[str, list[dict]]]], out: Path) 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("dev selection score (x100)")
+    from report_grid import glue_name  # as GLUE spells it: STS-B, CoLA
+
     ax.set_title(f"{glue_name(task)}: student learning curves")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

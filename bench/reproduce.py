@@ -5,7 +5,8 @@ ends as one JSON under results/<preset>/<task>/ (config, best and final dev metr
 score before and after distillation, wall time, machine, date). A run whose JSON exists is skipped, so the
 grid can be filled over several sittings and committed as it grows; models go to the git-ignored
 model/grid/. A grid's runs differ only in method and seed: before anything trains, the runs it would add next to
-recorded ones are composed and refused if their configuration differs (the preset changed since, other overrides). At the end (or with --report alone) the tables and the chart are rebuilt from the JSON files,
+recorded ones are composed and refused if their configuration differs (the preset changed since, other overrides).
+At the end (or with --report alone) the tables and the chart are rebuilt from the JSON files,
 followed by the hand-written results/<preset>/FINDINGS.md, into results/<preset>/README.md.
 
   python bench/reproduce.py                                  # the offline grid (MiniLM preset), all tasks
