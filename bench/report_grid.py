@@ -189,7 +189,8 @@ def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -
     tmp.replace(path)
 
 
-def still_to_run(runs: dict, grid: dict[str, list[int]], methods: tuple[str, ...]) -> str:
+def still_to_run(runs: dict, grid: dict[str, list[int]], methods: tuple[str, ...],
+                 command: str = "python bench/reproduce.py") -> str:
     """What the full grid ({task: seeds} x methods, plus each task's teacher) still lacks, a line per task."""
     lines = []
     for task, seeds in grid.items():
@@ -203,7 +204,7 @@ def still_to_run(runs: dict, grid: dict[str, list[int]], methods: tuple[str, ...
             lines.append(f"- {glue_name(task)}: {', '.join(todo)}")
     if not lines:
         return "Every run of the grid is here.\n"
-    return "Still to run (`python bench/reproduce.py` resumes with them):\n\n" + "\n".join(lines) + "\n"
+    return f"Still to run (`{command}` resumes with them):\n\n" + "\n".join(lines) + "\n"
 
 
 def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None = None,
@@ -216,7 +217,7 @@ def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None =
     if not rows:
         return f"no results under {results} yet"
     md = results / "README.md"
-    todo = f"\n{still_to_run(runs, grid, methods)}" if grid else ""
+    todo = f"\n{still_to_run(runs, grid, methods, command)}" if grid else ""
     try:
         chart(rows, results / "methods.png", preset, columns)
         image = "\n![methods per task](methods.png)\n"

