@@ -237,10 +237,11 @@ class Grid:
 GRID_COMMAND = "grid.json"  # how the grid is run, for its page's "Regenerate:" line (read back by --report)
 
 
-def grid_command(args: argparse.Namespace) -> str:
-    """The command that runs this whole grid, as the page says it: the grid's options and overrides, not the
-    part of it a call asked for (--tasks, --seeds, --methods, --jobs). --report alone reads the recorded one."""
-    recorded = ROOT / "results" / (f"{args.preset}-{args.results_tag}" if args.results_tag else args.preset) / GRID_COMMAND
+def grid_command(args: argparse.Namespace, results: Path) -> str:
+    """The command that runs this whole grid (results/<grid>/), as the page says it: the grid's options and
+    overrides, not the part of it a call asked for (--tasks, --seeds, --methods, --jobs). --report alone reads
+    the recorded one."""
+    recorded = results / GRID_COMMAND
     if args.report and recorded.is_file():
         return json.loads(recorded.read_text())["command"]
     parts = ["python bench/reproduce.py"]
@@ -282,7 +283,7 @@ def main() -> None:
     teachers = (Grid(args.preset, args.teacher_override or [], reuse or None) if reuse is not None else None)
     grid = Grid(args.preset, args.overrides, args.results_tag, teachers_from=teachers,
                 teacher_extra=args.teacher_override)
-    command = grid_command(args)
+    command = grid_command(args, grid.results)
     if not args.report:
         for task in args.tasks:  # every configuration checked before the first run trains
             grid.check_one_config(task, args.methods, (args.seeds or DEFAULT_SEEDS.get(task, [1]))[0])

