@@ -3,13 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
-from reptiledistil.cli import report_errors, run_entry_point
+from reptiledistil.config.cli import report_errors, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="finetune_teacher")
 @report_errors
 def main(cfg: DictConfig):
-    from reptiledistil.run import finetune  # here, not above: Hydra's errors come before the slow imports
+    from reptiledistil.training.fit import finetune  # here, not above: Hydra's errors come before the slow imports
 
     return finetune(cfg)
 

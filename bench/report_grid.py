@@ -6,11 +6,11 @@ import json
 import statistics
 from pathlib import Path
 
-from reptiledistil.errors import ConfigError
+from reptiledistil.core.errors import ConfigError
 from reptiledistil.methods import KD, METHODS, Finetune, Reptile
-from reptiledistil.metrics import selection_score
-from reptiledistil.summary import majority_class_scores
-from reptiledistil.tasks import get_task
+from reptiledistil.data.metrics import selection_score
+from reptiledistil.report.summary import majority_class_scores
+from reptiledistil.data.tasks import get_task
 
 COLUMNS = ("teacher", *(cls.key for cls in METHODS))
 TITLES = {"teacher": "teacher", **{cls.key: cls.title for cls in METHODS}}

@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, portable  # noqa: E402
 
 from reptiledistil.methods import METHODS as METHOD_CLASSES, method_class  # noqa: E402
-from reptiledistil.metrics import selection_score  # noqa: E402
-from reptiledistil.resume import checkpoint_path  # noqa: E402
-from reptiledistil.tasks import get_task  # noqa: E402
+from reptiledistil.data.metrics import selection_score  # noqa: E402
+from reptiledistil.training.resume import checkpoint_path  # noqa: E402
+from reptiledistil.data.tasks import get_task  # noqa: E402
 
 METHODS = tuple(cls.key for cls in METHOD_CLASSES)
 # Small dev sets (RTE 277, MRPC 408 examples) need several seeds to say anything; the others get one.

@@ -44,9 +44,9 @@ import torch  # noqa: E402
 from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from reptiledistil.engines import EngineChoice, OnnxRunner, TorchRunner, export_onnx  # noqa: E402
-from reptiledistil.hardware import cpu_supports_bf16  # noqa: E402
-from reptiledistil.outputs import write_json_atomic  # noqa: E402
+from reptiledistil.inference.engines import EngineChoice, OnnxRunner, TorchRunner, export_onnx  # noqa: E402
+from reptiledistil.core.hardware import cpu_supports_bf16  # noqa: E402
+from reptiledistil.core.files import write_json_atomic  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, cpu_clock, machine_info, other_cpu_share, portable  # noqa: E402
@@ -80,7 +80,7 @@ def preset_configs(name: str) -> tuple[BertConfig, BertConfig]:
         return teacher, BertConfig(**{**teacher.to_dict(), "num_hidden_layers": 6})
     if name == "minilm":
         try:
-            from reptiledistil.models import minilm_dir
+            from reptiledistil.models.loading import minilm_dir
 
             teacher = BertConfig.from_pretrained(minilm_dir())
         except Exception:  # the wheel is missing: its published shape
@@ -179,11 +179,11 @@ def bench_preset(preset: str, device: str, names: list[str], batches: list[int],
 def evaluate(task_name: str, student_dir: str, names: list[str], glue_dir: str | None, seq_len: int, batch: int,
              max_samples: int | None) -> dict:
     """Dev metric of one fp32 student with every CPU engine, and each engine's drop from torch fp32 in points."""
-    from reptiledistil.data import load_split, subsample
-    from reptiledistil.metrics import compute_metrics, predictions, selection_score
-    from reptiledistil.models import load_finetuned, load_tokenizer
-    from reptiledistil.submission import predict_logits, sample_batch
-    from reptiledistil.tasks import get_task
+    from reptiledistil.data.datamodule import load_split, subsample
+    from reptiledistil.data.metrics import compute_metrics, predictions, selection_score
+    from reptiledistil.models.loading import load_finetuned, load_tokenizer
+    from reptiledistil.inference.submission import predict_logits, sample_batch
+    from reptiledistil.data.tasks import get_task
 
     task = get_task(task_name)
     student = load_finetuned(student_dir, task, "Student")

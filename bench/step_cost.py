@@ -44,13 +44,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_clock, machine_info, other_cpu_share, write_results  # noqa: E402
 
-from reptiledistil.cli import quiet_libraries  # noqa: E402
-from reptiledistil.hardware import resolve_hardware  # noqa: E402
-from reptiledistil.layer_map import layer_mapping, parameter_pairs  # noqa: E402
+from reptiledistil.config.cli import quiet_libraries  # noqa: E402
+from reptiledistil.core.hardware import resolve_hardware  # noqa: E402
+from reptiledistil.models.layer_map import layer_mapping, parameter_pairs  # noqa: E402
 from reptiledistil.methods import Reptile  # noqa: E402
-from reptiledistil.models import build_student, load_for_finetuning, minilm_dir  # noqa: E402
-from reptiledistil.module import DistilModule, DistilSettings, param_groups  # noqa: E402
-from reptiledistil.tasks import get_task  # noqa: E402
+from reptiledistil.models.loading import build_student, load_for_finetuning, minilm_dir  # noqa: E402
+from reptiledistil.training.modules import DistilModule, DistilSettings, param_groups  # noqa: E402
+from reptiledistil.data.tasks import get_task  # noqa: E402
 
 warnings.filterwarnings("ignore")
 METHODS = ("kd", "reference", "ours", "ours-shared", "metadistil")

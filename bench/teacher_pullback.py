@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
-from reptiledistil.layer_map import encoder_layers  # noqa: E402
+from reptiledistil.models.layer_map import encoder_layers  # noqa: E402
 
 
 def layer_distances(model_dir: Path, pretrained: dict[str, torch.Tensor]) -> list[float]:
@@ -50,7 +50,7 @@ def main() -> None:
                      "model/grid/minilm/cola (bench/reproduce.py writes them).")
     from transformers import AutoModel
 
-    from reptiledistil.models import minilm_dir
+    from reptiledistil.models.loading import minilm_dir
 
     pretrained = AutoModel.from_pretrained(args.pretrained or minilm_dir()).state_dict()
     figures: dict[str, dict] = {}

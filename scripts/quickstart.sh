@@ -28,4 +28,4 @@ echo "== 3/4 predict: the GLUE test submission -> $PRED"
 python predict.py task="$TASK" model_dir="$STUDENT/student" output_dir="$PRED" overwrite=true zip=true
 
 echo "== 4/4 summary"
-python -m reptiledistil.summary --task "$TASK" --teacher "$TEACHER" --run "$STUDENT" --predictions "$PRED"
+python -m reptiledistil.report.summary --task "$TASK" --teacher "$TEACHER" --run "$STUDENT" --predictions "$PRED"

@@ -15,9 +15,9 @@ os.environ.setdefault("WANDB_MODE", "offline")
 from hydra import compose, initialize_config_dir  # noqa: E402
 from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
 
-from reptiledistil.models import minilm_dir  # noqa: E402
+from reptiledistil.models.loading import minilm_dir  # noqa: E402
 
-from reptiledistil.cli import register_resolvers  # noqa: E402
+from reptiledistil.config.cli import register_resolvers  # noqa: E402
 
 register_resolvers()  # what the entry scripts do before Hydra composes the configs
 
@@ -114,7 +114,7 @@ def quick(tmp: Path, glue: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def rte_teacher(tmp_path_factory, tiny_bert):
     """(folder, glue_dir): a tiny teacher fine-tuned on synthetic RTE at <folder>/teacher, shared by test modules."""
-    from reptiledistil.run import finetune
+    from reptiledistil.training.fit import finetune
 
     tmp = tmp_path_factory.mktemp("rte_teacher")
     glue = write_glue(tmp / "glue_data")

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from test_metadistil import LR_S, LR_T, TASK, WD, _batches, _bert, settings
-from reptiledistil.module import DistilModule
+from reptiledistil.training.modules import DistilModule
 
 
 class Report(pl.Callback):

@@ -19,12 +19,14 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from conftest import compose_cfg, quick, tiny_bert_config, write_glue
-from reptiledistil import checks, models, run
-from reptiledistil.cli import hydra_error_message
-from reptiledistil.config import check_config
-from reptiledistil.errors import ConfigError
-from reptiledistil.models import check_head, label_kwargs
-from reptiledistil.tasks import TASKS, get_task
+from reptiledistil.core import checks
+from reptiledistil.models import loading as models
+from reptiledistil.training import fit as run
+from reptiledistil.config.cli import hydra_error_message
+from reptiledistil.config.schema import check_config
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.models.loading import check_head, label_kwargs
+from reptiledistil.data.tasks import TASKS, get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 NLI2 = {0: "entailment", 1: "not_entailment"}
@@ -577,7 +579,7 @@ def fake_checkpoint(path: Path, settings: dict) -> None:
 
 
 def test_train_py_resume_with_another_alpha_is_refused(tmp_path, env, tiny_bert):
-    from reptiledistil.resume import checkpoint_path, run_settings
+    from reptiledistil.training.resume import checkpoint_path, run_settings
 
     glue = write_glue(tmp_path / "glue_data")
     overrides = script_overrides(T, tmp_path, glue, env, tiny_bert)
@@ -632,7 +634,7 @@ def test_damaged_model_folder_is_refused_naming_the_file(case, tmp_path, env, ti
 
 
 def test_pretrained_folder_without_weights_is_refused_before_training(tmp_path, tiny_bert):
-    from reptiledistil.models import load_for_finetuning
+    from reptiledistil.models.loading import load_for_finetuning
 
     model = damaged_copy(tiny_bert, tmp_path / "pretrained", "no weights")
     with pytest.raises(ConfigError, match=r"Pretrained model .*pretrained holds no weights") as e:
@@ -674,7 +676,7 @@ def test_finetune_py_nan_label_in_the_training_file_is_refused_there(tmp_path, t
 @pytest.mark.parametrize("cell, shown, line", [("NaN", "nan", 3), ("null", "null", 3), ('"None"', "'None'", 3),
                                                ('""', "an empty cell", 3)])
 def test_missing_json_lines_label_is_refused_there(tmp_path, cell, shown, line):
-    from reptiledistil.custom_data import custom_settings, load_for_training
+    from reptiledistil.data.custom import custom_settings, load_for_training
 
     data = custom_files(tmp_path, '{"text": "a cat", "label": 0}\n\n{"text": "a dog", "label": %s}\n'
                         '{"text": "the mat", "label": 1}\n' % cell, "jsonl")
@@ -685,7 +687,7 @@ def test_missing_json_lines_label_is_refused_there(tmp_path, cell, shown, line):
 
 
 def test_integer_json_lines_labels_stay_integers(tmp_path):
-    from reptiledistil.custom_data import custom_settings, load_for_training
+    from reptiledistil.data.custom import custom_settings, load_for_training
 
     data = custom_files(tmp_path, '{"text": "a cat", "label": 0}\n{"text": "a dog", "label": 1}\n', "jsonl")
     task, _ = load_for_training(custom_settings({"train_file": data[1].split("=", 1)[1], "text_columns": ["text"],
@@ -696,7 +698,7 @@ def test_integer_json_lines_labels_stay_integers(tmp_path):
 
 @pytest.mark.parametrize("cell", ["", "nan", "NaN"])
 def test_missing_glue_score_is_refused_with_its_line(tmp_path, cell):
-    from reptiledistil.data import load_split
+    from reptiledistil.data.datamodule import load_split
 
     glue = write_glue(tmp_path / "glue_data")
     f = glue / "STS-B" / "train.tsv"
@@ -711,7 +713,7 @@ def test_damaged_onnx_export_is_refused(tmp_path):
     pytest.importorskip("onnxruntime")
     import json
 
-    from reptiledistil import engines
+    from reptiledistil.inference import engines
 
     export = tmp_path / "export"
     export.mkdir()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reptiledistil.callbacks import BestOnDev
+from reptiledistil.training.callbacks import BestOnDev
 
 
 class _Module:

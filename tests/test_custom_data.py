@@ -10,11 +10,11 @@ import pytest
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from conftest import compose_cfg, quick
-from reptiledistil import run
-from reptiledistil.custom_data import sort_labels
-from reptiledistil.data import task_data
-from reptiledistil.errors import ConfigError
-from reptiledistil.run import distil, finetune, predict
+from reptiledistil.training import fit as run
+from reptiledistil.data.custom import sort_labels
+from reptiledistil.data.datamodule import task_data
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.training.fit import distil, finetune, predict
 
 WORDS = "the a cat dog sat on mat runs quickly slowly big small red blue house tree".split()
 CLASSES = ["pos", "neg", "mixed"]  # first-seen order; saved sorted: mixed, neg, pos

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_cfg, quick, save_tiny_bert, write_glue
-from reptiledistil.errors import ConfigError
-from reptiledistil.module import DistilModule
-from reptiledistil.run import distil, finetune
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.training.modules import DistilModule
+from reptiledistil.training.fit import distil, finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from conftest import compose_cfg
-from reptiledistil import engines
-from reptiledistil.errors import ConfigError
-from reptiledistil.models import load_for_finetuning, load_tokenizer
-from reptiledistil.run import predict
-from reptiledistil.tasks import get_task
+from reptiledistil.inference import engines
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.models.loading import load_for_finetuning, load_tokenizer
+from reptiledistil.training.fit import predict
+from reptiledistil.data.tasks import get_task
 
 @pytest.fixture(scope="module")
 def rte_model(tmp_path_factory, tiny_bert) -> Path:
@@ -80,7 +80,7 @@ def test_onnx_graph_has_dynamic_batch_and_sequence_axes(onnx_exports, rte_model)
 
 
 def load_for_finetuning_dir(path):
-    from reptiledistil.models import load_finetuned
+    from reptiledistil.models.loading import load_finetuned
 
     return load_finetuned(str(path), get_task("rte"))
 
@@ -123,11 +123,11 @@ def test_auto_precision_is_fp32_without_bf16_units(rte_model, glue_dir, tmp_path
 
 def test_dev_check_warns_loudly_past_the_margin(rte_model, glue_dir, tmp_path, capsys):
     """A source that is always right and an 'export' that is always wrong: 100 points lost, a loud warning."""
-    from reptiledistil.run import _dev_check
+    from reptiledistil.training.fit import _dev_check
 
     task = get_task("rte")
     cfg = _cfg(rte_model, tmp_path / "p", glue_dir, "split=dev")
-    from reptiledistil.data import TaskData, load_split
+    from reptiledistil.data.datamodule import TaskData, load_split
 
     splits = load_split(task, "dev", str(glue_dir))
     labels = torch.tensor(splits["dev"]["labels"])
@@ -152,7 +152,7 @@ def test_dev_check_warns_loudly_past_the_margin(rte_model, glue_dir, tmp_path, c
 
 @pytest.fixture
 def no_model_load(monkeypatch):
-    import reptiledistil.run as run
+    import reptiledistil.training.fit as run
 
     monkeypatch.setattr(run, "load_finetuned", lambda *a, **k: pytest.fail("model loaded"))
     monkeypatch.setattr(engines, "export_onnx", lambda *a, **k: pytest.fail("exported"))
@@ -209,7 +209,7 @@ def test_export_refusals_for_exports(onnx_exports, tmp_path, monkeypatch):
         predict(compose_cfg("predict", ["task=mrpc", f"model_dir={fp32_dir}", f"output_dir={tmp_path / 'p'}",
                                         f"data.glue_dir={glue}"]))
     # a teacher for distillation must be the PyTorch model
-    from reptiledistil.models import load_finetuned
+    from reptiledistil.models.loading import load_finetuned
 
     with pytest.raises(ConfigError, match="is an export for inference \(predict.py\) only"):
         load_finetuned(str(fp32_dir), get_task("rte"), "Teacher")
@@ -224,7 +224,7 @@ def test_pytorch_int8_directories_of_earlier_versions_are_refused(rte_model, glu
     (old / engines.OLD_INT8_MARKER).write_text("{}")
     with pytest.raises(ConfigError, match="export=onnx quantize=int8"):
         predict(_cfg(old, tmp_path / "p", glue_dir))
-    from reptiledistil.models import load_finetuned
+    from reptiledistil.models.loading import load_finetuned
 
     with pytest.raises(ConfigError, match="export for inference"):
         load_finetuned(str(old), get_task("rte"), "Teacher")

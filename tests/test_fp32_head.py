@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, DistilBertConfig
 
-import reptiledistil.engines as engines
-from reptiledistil.metrics import UNDEFINED, format_metrics
-from reptiledistil.models import fp32_head, load_finetuned
-from reptiledistil.tasks import get_task
+import reptiledistil.inference.engines as engines
+from reptiledistil.data.metrics import UNDEFINED, format_metrics
+from reptiledistil.models.loading import fp32_head, load_finetuned
+from reptiledistil.data.tasks import get_task
 from test_predict import glue, models, run_predict  # noqa: F401  (fixtures)
 
 

@@ -5,8 +5,8 @@ import torch
 from transformers import BertForSequenceClassification
 
 from conftest import tiny_bert_config
-from reptiledistil.errors import ConfigError
-from reptiledistil.layer_map import copy_teacher_layers, encoder_layers, layer_mapping, parameter_pairs
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.models.layer_map import copy_teacher_layers, encoder_layers, layer_mapping, parameter_pairs
 
 TABLE = {
     (12, 6): {"first": [0, 1, 2, 3, 4, 5], "last": [6, 7, 8, 9, 10, 11], "skip": [1, 3, 5, 7, 9, 11],

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from reptiledistil.losses import kd_loss, soft_kd_term, task_loss
+from reptiledistil.methods.losses import kd_loss, soft_kd_term, task_loss
 
 
 def test_kl_term_hand_computed():

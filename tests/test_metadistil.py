@@ -16,10 +16,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from reptiledistil.losses import kd_loss, task_loss
-from reptiledistil.metadistil import pilot_update, quiz_loss, second_order_attention, teacher_meta_grads
+from reptiledistil.methods.losses import kd_loss, task_loss
+from reptiledistil.methods.metadistil_maths import pilot_update, quiz_loss, second_order_attention, teacher_meta_grads
 from reptiledistil.methods import MetaDistil
-from reptiledistil.module import DistilModule, DistilSettings, param_groups
+from reptiledistil.training.modules import DistilModule, DistilSettings, param_groups
 from test_reptile import ALPHA, CLIP, LR_S, LR_T, TASK, T, WD, _batches, _max_diff, student_kd_step
 from test_reptile import _bert as _tiny_bert
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from reptiledistil.metrics import build_metrics, compute_metrics, predictions, selection_score
-from reptiledistil.tasks import get_task
+from reptiledistil.data.metrics import build_metrics, compute_metrics, predictions, selection_score
+from reptiledistil.data.tasks import get_task
 
 # Binary example: TP=3 (0, 3, 6), FP=1 (1), FN=1 (4), TN=3 (2, 5, 7).
 P = [1, 1, 0, 1, 0, 0, 1, 0]

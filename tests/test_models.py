@@ -10,10 +10,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 
 from conftest import tiny_bert_config
-from reptiledistil.errors import ConfigError
-from reptiledistil.models import (build_student, check_model_source, label_kwargs, load_finetuned, load_for_finetuning,
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.models.loading import (build_student, check_model_source, label_kwargs, load_finetuned, load_for_finetuning,
                                   load_tokenizer, task_config)
-from reptiledistil.tasks import get_task
+from reptiledistil.data.tasks import get_task
 
 
 def save_classifier(path: Path, tokenizer, num_labels: int, finetuning_task: str | None = None,

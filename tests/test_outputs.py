@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from reptiledistil.errors import ConfigError
-from reptiledistil.outputs import (atomic_dir, check_output_dir, publish, staging_dir, write_json_atomic,
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.core.files import (atomic_dir, check_output_dir, publish, staging_dir, write_json_atomic,
                                    write_text_atomic)
 
 

@@ -9,8 +9,8 @@ import pytest
 from transformers import AutoModelForSequenceClassification
 
 from conftest import compose_cfg, quick
-from reptiledistil.errors import ConfigError
-from reptiledistil.run import distil, finetune, predict
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.training.fit import distil, finetune, predict
 
 
 @pytest.fixture(scope="module")

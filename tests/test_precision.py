@@ -10,14 +10,14 @@ import torch
 from pytorch_lightning.plugins.precision import MixedPrecision
 from transformers import BertModel
 
-import reptiledistil.hardware as hardware
+import reptiledistil.core.hardware as hardware
 from conftest import compose_cfg, quick, tiny_bert_config
-from reptiledistil.errors import ConfigError
-from reptiledistil.hardware import resolve_hardware
-from reptiledistil.layer_map import layer_mapping
-from reptiledistil.models import build_student, load_finetuned, load_for_finetuning
-from reptiledistil.run import distil, finetune
-from reptiledistil.tasks import get_task
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.core.hardware import resolve_hardware
+from reptiledistil.models.layer_map import layer_mapping
+from reptiledistil.models.loading import build_student, load_finetuned, load_for_finetuning
+from reptiledistil.training.fit import distil, finetune
+from reptiledistil.data.tasks import get_task
 from test_reptile import LR_S, LR_T, _batches, _bert, ours
 
 MAPPING = layer_mapping("skip", 4, 2)
@@ -82,7 +82,7 @@ class OverflowInRealStep:
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_fp16_overflow_in_real_step_undoes_the_teacher_update(monkeypatch, fused):
-    import reptiledistil.module as module_mod
+    import reptiledistil.training.modules as module_mod
 
     patched = type("Patched", (OverflowInRealStep, module_mod.DistilModule), {})
     monkeypatch.setattr("test_reptile.DistilModule", patched)
@@ -136,7 +136,7 @@ def test_auto_precision_on_cpu_follows_bf16_support(monkeypatch, has_bf16, want)
 
 
 def test_train_on_gpu_without_gpu_refused_before_loading(monkeypatch, tmp_path, glue_dir):
-    import reptiledistil.run as run
+    import reptiledistil.training.fit as run
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(run, "load_finetuned", lambda *a, **k: pytest.fail("model loaded"))

@@ -12,12 +12,12 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from conftest import compose_cfg
-from reptiledistil.data import load_split
-from reptiledistil.errors import ConfigError
-from reptiledistil.models import minilm_dir
-from reptiledistil.run import predict
-from reptiledistil.submission import format_predictions, predict_logits, write_submission, zip_submissions
-from reptiledistil.tasks import get_task
+from reptiledistil.data.datamodule import load_split
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.models.loading import minilm_dir
+from reptiledistil.training.fit import predict
+from reptiledistil.inference.submission import format_predictions, predict_logits, write_submission, zip_submissions
+from reptiledistil.data.tasks import get_task
 
 MNLI = ("entailment", "neutral", "contradiction")
 HEADER = "index\tprediction"

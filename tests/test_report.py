@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from reptiledistil.errors import ConfigError
-from reptiledistil.report import find_runs, glue_rows, glue_table, main, runs_table, sweeps, write_report
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.report.sweep import find_runs, glue_rows, glue_table, main, runs_table, sweeps, write_report
 
 ALPHAS, TEMPERATURES, SEEDS = (0.1, 0.5), (1.0, 5.0), (1, 2)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_GLUE, write_glue
-from reptiledistil.summary import majority_class_scores
-from reptiledistil.tasks import get_task
+from reptiledistil.report.summary import majority_class_scores
+from reptiledistil.data.tasks import get_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from report_grid import load_runs, still_to_run, summarise, write_report  # noqa: E402

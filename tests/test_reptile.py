@@ -12,12 +12,12 @@ from torch.utils.data import DataLoader
 from transformers import BertForSequenceClassification, get_linear_schedule_with_warmup
 
 from conftest import tiny_bert_config
-from reptiledistil.layer_map import layer_mapping, parameter_pairs
-from reptiledistil.losses import kd_loss
+from reptiledistil.models.layer_map import layer_mapping, parameter_pairs
+from reptiledistil.methods.losses import kd_loss
 from reptiledistil.methods import Reptile
-from reptiledistil.module import DistilModule, DistilSettings, param_groups
-from reptiledistil.reptile import fresh_adamw_step
-from reptiledistil.tasks import get_task
+from reptiledistil.training.modules import DistilModule, DistilSettings, param_groups
+from reptiledistil.methods.reptile_maths import fresh_adamw_step
+from reptiledistil.data.tasks import get_task
 
 LR_S, LR_T, WD, ALPHA, T, CLIP = 1e-3, 2e-3, 0.01, 0.5, 2.0, 1.0
 TASK = get_task("rte")

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import compose_cfg, quick
-from reptiledistil.errors import ConfigError
-from reptiledistil.resume import checkpoint_path
-from reptiledistil.run import distil
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.training.resume import checkpoint_path
+from reptiledistil.training.fit import distil
 
 TESTS = Path(__file__).resolve().parent
 
@@ -27,8 +27,8 @@ DRIVER = """
 import json, os, signal, sys
 sys.path.insert(0, {tests!r})
 from conftest import compose_cfg
-import reptiledistil.module as m
-from reptiledistil.run import distil, finetune
+import reptiledistil.training.modules as m
+from reptiledistil.training.fit import distil, finetune
 kill = os.environ.get("KILL_AT")
 if kill:
     sig, at = (int(x) for x in kill.split(":"))
@@ -161,7 +161,7 @@ def killed_run(rte_teacher, tiny_bert, tmp_path_factory):
 ], ids=["alpha", "batch_size", "seed", "three"])
 def test_resume_with_other_settings_is_refused_before_loading(rte_teacher, tiny_bert, killed_run, monkeypatch,
                                                               changed, named):
-    import reptiledistil.run as run
+    import reptiledistil.training.fit as run
 
     def fail(*a, **k):
         pytest.fail("a model was loaded before the resume was refused")

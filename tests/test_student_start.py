@@ -10,10 +10,10 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from conftest import compose_cfg, quick
-from reptiledistil import run
-from reptiledistil.errors import ConfigError
-from reptiledistil.models import build_student
-from reptiledistil.tasks import get_task
+from reptiledistil.training import fit as run
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.models.loading import build_student
+from reptiledistil.data.tasks import get_task
 
 
 def _overrides(tmp, glue, teacher, tiny_bert, out, *extra):

@@ -1,4 +1,4 @@
-"""The main command's closing table (python -m reptiledistil.summary): scores, sizes, speed-up, the majority floor,
+"""The main command's closing table (python -m reptiledistil.report.summary): scores, sizes, speed-up, the majority floor,
 where every output went."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from conftest import compose_cfg, quick
-from reptiledistil.run import distil, predict
-from reptiledistil.summary import count_parameters, summary_table
+from reptiledistil.training.fit import distil, predict
+from reptiledistil.report.summary import count_parameters, summary_table
 
 
 def test_summary_of_a_distilled_run(rte_teacher, tiny_bert, monkeypatch):

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from reptiledistil.data import (DEFAULT_GLUE_DIRS, DataSettings, GlueDataModule, check_max_seq_length, load_split, model_inputs,
+from reptiledistil.data.datamodule import (DEFAULT_GLUE_DIRS, DataSettings, GlueDataModule, check_max_seq_length, load_split, model_inputs,
                                 read_tsv, resolve_glue_dir, subsample, tokenize)
-from reptiledistil.errors import ConfigError
-from reptiledistil.tasks import TASKS, get_task
+from reptiledistil.core.errors import ConfigError
+from reptiledistil.data.tasks import TASKS, get_task
 
 GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 

@@ -49,7 +49,7 @@ def test_a_methods_own_field_is_checked_by_its_rule():
     """A method declares its fields' rules with methods.base.setting, checked like every config key (rules.py)."""
     import pytest
 
-    from reptiledistil.errors import ConfigError
+    from reptiledistil.core.errors import ConfigError
     from toy_method import Toy
 
     assert Toy(name="toy", teacher_lr=None, rate=1).rate == 1

@@ -20,7 +20,7 @@ def build_method(cfg) -> Method:
     from hydra.errors import InstantiationException
     from omegaconf import DictConfig
 
-    from ..errors import ConfigError
+    from ..core.errors import ConfigError
 
     if not isinstance(cfg.get("method"), DictConfig) or "_target_" not in cfg.method:
         raise ConfigError("The config has no method to build: pass method=<name> (a conf/method/<name>.yaml with a "

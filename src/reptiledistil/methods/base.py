@@ -19,15 +19,15 @@ import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
-from ..errors import ConfigError
-from ..rules import check_value, rule
+from ..core.errors import ConfigError
+from ..core.rules import check_value, rule
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from ..hardware import Hardware
-    from ..layer_map import ParamPairs
-    from ..module import DistilModule
+    from ..core.hardware import Hardware
+    from ..models.layer_map import ParamPairs
+    from ..training.modules import DistilModule
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .base import Method, TeacherStep, setting
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,10 @@ class MetaDistil(Method):
     def teacher_step(self, module, inputs: dict, labels, optimizer) -> TeacherStep:
         """(a) and (b): the teacher steps on grad_t [CE(s'(quiz)) + w * CE(t(x), y)], where s' is the pilot student,
         one SGD step of the KD loss from s against the current teacher."""
-        from ..data import model_inputs
-        from ..losses import task_loss
-        from ..metadistil import pilot_update, quiz_loss, second_order_attention, teacher_meta_grads
-        from ..reptile import clip_grads_
+        from ..data.datamodule import model_inputs
+        from .losses import task_loss
+        from .metadistil_maths import pilot_update, quiz_loss, second_order_attention, teacher_meta_grads
+        from .reptile_maths import clip_grads_
 
         regression, teacher = module.task.is_regression, module.teacher
         quiz = {k: v.to(module.device) for k, v in module.quiz_batch(module.outer_step, module.global_rank).items()}

@@ -41,7 +41,7 @@ class Reptile(Method):
     def for_hardware(self, hw) -> Reptile:
         if self.share_forward != "auto":
             return self
-        from ..hardware import default_share_forward
+        from ..core.hardware import default_share_forward
 
         return dataclasses.replace(self, share_forward=str(default_share_forward(hw.accelerator)).lower())
 
@@ -60,7 +60,7 @@ class Reptile(Method):
         The parameters are None when the (fp16) gradient overflowed."""
         import torch
 
-        from ..reptile import clip_grads_, fresh_adamw_step
+        from .reptile_maths import clip_grads_, fresh_adamw_step
 
         loss = module.loss(s_logits, module.teacher_logits(inputs), labels)
         scaler = module.grad_scaler
@@ -79,7 +79,7 @@ class Reptile(Method):
         return fresh_adamw_step(params, grads, lr, [h[1] for h in module.fast_hp], betas=betas, eps=eps), norm
 
     def teacher_step(self, module, inputs: dict, labels, optimizer) -> TeacherStep:
-        from ..reptile import clip_grads_, interpolate_teacher_, set_teacher_pseudo_grads
+        from .reptile_maths import clip_grads_, interpolate_teacher_, set_teacher_pseudo_grads
 
         s_logits = module.student(**inputs).logits
         fast, fast_norm = self.fast_student(module, inputs, labels, s_logits)

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import datasets
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 from .tasks import CUSTOM, EvalSplit, Task, TestSplit, is_missing_label
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json"}
@@ -375,7 +375,7 @@ def model_labels(model_dir: str, hint: str) -> tuple[str, tuple[str, ...]]:
     """(task type, label names in id order) saved in a model's config; the model itself is not loaded."""
     from transformers import AutoConfig
 
-    from .models import _from_pretrained, check_model_source
+    from ..models.loading import _from_pretrained, check_model_source
 
     src = check_model_source(model_dir, "Model", hint)
     config = _from_pretrained(AutoConfig.from_pretrained, src, "model config")

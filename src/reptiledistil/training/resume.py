@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def checkpoint_path(output_dir: str | Path) -> Path:

@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from .data import model_inputs, tokenize
-from .outputs import write_text_atomic
-from .tasks import Task
+from ..data.datamodule import model_inputs, tokenize
+from ..core.files import write_text_atomic
+from ..data.tasks import Task
 
 
 def token_batches(tokenizer, ds: datasets.Dataset, max_seq_length: int, batch_size: int):

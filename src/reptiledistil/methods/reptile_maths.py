@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from .layer_map import ParamPairs
+from ..models.layer_map import ParamPairs
 
 
 @torch.no_grad()

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 from .layer_map import copy_teacher_layers, layer_mapping
-from .tasks import Task
+from ..data.tasks import Task
 
 
 def minilm_dir() -> str:
@@ -247,7 +247,7 @@ def check_finetuned_config(path: str, task: Task, what: str = "Model", hint: str
         raise ConfigError(f"{what} {src} is not a sequence classifier (its architecture is {', '.join(archs)}): it has "
                           f"no fine-tuned head to predict with. Fine-tune it first (finetune_teacher.py). {hint}".strip())
     check_head(config, task, f"{what} {src}", hint)
-    from .engines import is_export_dir
+    from ..inference.engines import is_export_dir
 
     if Path(src).exists() and not is_export_dir(src):  # an export's model.onnx: checked by engines.read_marker
         check_weights(Path(src), what, hint)
@@ -257,7 +257,7 @@ def check_finetuned_config(path: str, task: Task, what: str = "Model", hint: str
 def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -> PreTrainedModel:
     """A PyTorch model fine-tuned on `task` (teacher for distillation, any model for predict.py)."""
     config = check_finetuned_config(path, task, what, hint)
-    from .engines import is_export_dir
+    from ..inference.engines import is_export_dir
 
     if is_export_dir(path):
         raise ConfigError(f"{what} {path} is an export for inference (predict.py) only. Pass the PyTorch model "

@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from . import custom_data
-from .errors import ConfigError
+from . import custom as custom_data
+from ..core.errors import ConfigError
 from .tasks import CUSTOM, Task, get_task, is_missing_label
 
 Splits = custom_data.Splits  # "train"/"dev"/"test" -> {name: Dataset}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .methods import method_class
-from .outputs import write_text_atomic
+from ..methods import method_class
+from ..core.files import write_text_atomic
 from .summary import count_parameters, measure_speedup
 
 

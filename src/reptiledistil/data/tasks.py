@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 CUSTOM = "custom"  # task=custom: the user's own data, described by custom_data.py from conf/task/custom.yaml's keys
 

@@ -14,7 +14,7 @@ import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
 
-from .outputs import atomic_dir
+from ..core.files import atomic_dir
 
 
 class EpochProgressBar(TQDMProgressBar):

@@ -27,8 +27,8 @@ from typing import Any, List, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from .errors import ConfigError
-from .rules import KINDS, check_value, rule
+from ..core.errors import ConfigError
+from ..core.rules import KINDS, check_value, rule
 
 
 def setting(help: str, *, default=MISSING, **limits):
@@ -287,7 +287,7 @@ def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
         raise ConfigError(f"resume={resume} must be false, true (continue from the output directory's checkpoint) "
                           "or the path of a .ckpt file.")
     if script == "train":  # the method's fields are typed and ranged by its class (methods/), built here
-        from .methods import build_method
+        from ..methods import build_method
 
         build_method(cfg)
         _check_student_start(cfg, overrides)

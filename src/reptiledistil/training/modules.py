@@ -10,13 +10,13 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from .data import model_inputs
-from .layer_map import ParamPairs
-from .losses import kd_loss_terms, task_loss
-from .methods.base import Method
-from .metrics import build_metrics, predictions, selection_score
-from .reptile import clip_grads_, relative_drift
-from .tasks import Task
+from ..data.datamodule import model_inputs
+from ..models.layer_map import ParamPairs
+from ..methods.losses import kd_loss_terms, task_loss
+from ..methods.base import Method
+from ..data.metrics import build_metrics, predictions, selection_score
+from ..methods.reptile_maths import clip_grads_, relative_drift
+from ..data.tasks import Task
 
 
 class NonFiniteLossError(RuntimeError):

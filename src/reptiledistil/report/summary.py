@@ -1,6 +1,6 @@
 """The closing table of the main command: teacher vs student on dev, size, measured speed-up, where things went.
 
-  python -m reptiledistil.summary --task mrpc --teacher model/mrpc/teacher \
+  python -m reptiledistil.report.summary --task mrpc --teacher model/mrpc/teacher \
       --run model/mrpc/reptile-skip-a0.5-T5 --predictions predictions/mrpc
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .metrics import compute_metrics, format_metrics
-from .tasks import get_task
+from ..data.metrics import compute_metrics, format_metrics
+from ..data.tasks import get_task
 
 
 def _as_typed(path: str) -> str:
@@ -60,7 +60,7 @@ def majority_class_scores(task, glue_dir: str | None = None) -> dict[str, float]
     """GLUE metrics, on the first dev split, of always predicting its most frequent label: the floor a model
     must clear (MRPC: F1 81.2, accuracy 68.4; CoLA: MCC 0). None for regression, where a constant has no
     correlation."""
-    from .data import load_split
+    from ..data.datamodule import load_split
 
     if task.is_regression:
         return None
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="train.py's output_dir")
     ap.add_argument("--predictions", type=Path, required=True)
     a = ap.parse_args()
-    from .cli import quiet_libraries
+    from ..config.cli import quiet_libraries
 
     quiet_libraries()  # no weight-loading bars between the pipeline's output and this table
     print(summary_table(a.task, a.teacher, a.run, a.predictions))

@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .hardware import cpu_supports_bf16
-from .outputs import atomic_dir, check_output_dir
+from ..core.errors import ConfigError
+from ..core.hardware import cpu_supports_bf16
+from ..core.files import atomic_dir, check_output_dir
 
 ENGINES = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "bf16")

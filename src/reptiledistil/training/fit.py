@@ -16,22 +16,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .callbacks import BestOnDev, ResumableCheckpoint, progress_bar
-from .checks import check_writable
-from .config import check_config
-from .data import DataSettings, GlueDataModule, TaskData, check_max_seq_length, check_quiz_fits, task_data
-from .errors import ConfigError
-from .hardware import Hardware, resolve_hardware
-from .layer_map import layer_mapping, parameter_pairs
-from .metrics import format_metrics
-from .methods import Method, build_method
-from .model_card import write_model_card
-from .models import build_student, check_finetuned_config, load_finetuned, load_for_finetuning, load_tokenizer
-from .module import DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
-from .naming import basename, is_multirun
+from ..core.checks import check_writable
+from ..config.schema import check_config
+from ..data.datamodule import DataSettings, GlueDataModule, TaskData, check_max_seq_length, check_quiz_fits, task_data
+from ..core.errors import ConfigError
+from ..core.hardware import Hardware, resolve_hardware
+from ..models.layer_map import layer_mapping, parameter_pairs
+from ..data.metrics import format_metrics
+from ..methods import Method, build_method
+from ..report.model_card import write_model_card
+from ..models.loading import build_student, check_finetuned_config, load_finetuned, load_for_finetuning, load_tokenizer
+from .modules import DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
+from ..config.naming import basename, is_multirun
 from .resume import (check_checkpoint, check_settings, checkpoint_path, describe, resume_request, resume_target,
                      run_settings)
-from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
-from .tasks import Task
+from ..core.files import check_output_dir, publish, staging_dir, write_json_atomic
+from ..data.tasks import Task
 
 
 # Lightning warnings that are by design here, not the user's to act on; silenced only around fit().
@@ -383,7 +383,7 @@ def predict(cfg: DictConfig) -> dict:
     """
     import tempfile
 
-    from .engines import is_onnx_dir, resolve_engine
+    from ..inference.engines import is_onnx_dir, resolve_engine
 
     check_config(cfg)  # types, ranges, split/engine/precision/quantize words (config.py)
     data = task_data(cfg, cfg.model_dir)  # task=custom: labels from the model's config, its split read here
@@ -434,7 +434,7 @@ def _load_prediction_tokenizer(cfg: DictConfig, task: Task):
 
 def _model_runner(cfg: DictConfig, task: Task, choice):
     """An ONNX export directory as it is, or the PyTorch model with the chosen engine."""
-    from .engines import OnnxRunner, TorchRunner
+    from ..inference.engines import OnnxRunner, TorchRunner
 
     if choice.engine == "onnx":
         return OnnxRunner(cfg.model_dir)
@@ -445,8 +445,8 @@ def _export_runner(cfg: DictConfig, data: TaskData, choice, *, tokenizer, splits
                    result: dict):
     """Export the PyTorch model to ONNX at `target` (export_dir, or a temporary folder) and run that; with
     export=onnx and export_check, its dev metric is checked against the source model's. (runner, check or None)."""
-    from .engines import EngineChoice, OnnxRunner, TorchRunner, export_onnx, record_dev_check
-    from .submission import sample_batch
+    from ..inference.engines import EngineChoice, OnnxRunner, TorchRunner, export_onnx, record_dev_check
+    from ..inference.submission import sample_batch
 
     model = load_finetuned(cfg.model_dir, data.task, "Model", _model_hint(data.task))
     sample = sample_batch(tokenizer, next(iter(splits.values())), cfg.max_seq_length)
@@ -469,8 +469,8 @@ def _export_runner(cfg: DictConfig, data: TaskData, choice, *, tokenizer, splits
 def _run_predictions(cfg: DictConfig, task: Task, runner, tokenizer, *, splits: dict, check: dict | None, out: Path,
                      result: dict) -> None:
     """split=dev: metrics per split into `result`; split=test: one submission file per split."""
-    from .metrics import compute_metrics, predictions
-    from .submission import format_predictions, predict_logits, write_submission
+    from ..data.metrics import compute_metrics, predictions
+    from ..inference.submission import format_predictions, predict_logits, write_submission
 
     for name, ds in splits.items():
         if cfg.split == "dev":
@@ -490,7 +490,7 @@ def _run_predictions(cfg: DictConfig, task: Task, runner, tokenizer, *, splits: 
 
 def _publish_predictions(cfg: DictConfig, task: Task, out: Path, result: dict) -> None:
     """split=dev: the metrics file; split=test with zip=true: the submission zip."""
-    from .submission import zip_submissions
+    from ..inference.submission import zip_submissions
 
     if cfg.split == "dev":
         write_json_atomic(out / f"{task.name}_dev_metrics.json", result)
@@ -511,7 +511,7 @@ def _export_request(cfg: DictConfig) -> bool:
         raise ConfigError("export=onnx writes a model directory: pass export_dir=<dir> too.")
     if str(cfg.engine).lower() not in ("auto", "onnx"):
         raise ConfigError(f"engine={cfg.engine} and export=onnx disagree: the export is what runs. Drop engine=.")
-    from .engines import is_export_dir
+    from ..inference.engines import is_export_dir
 
     if is_export_dir(cfg.model_dir):
         raise ConfigError(f"{cfg.model_dir} is already an export; export from the fp32 model directory it came from.")
@@ -522,8 +522,8 @@ def _export_request(cfg: DictConfig) -> bool:
 
 def _dev_check(cfg: DictConfig, data: TaskData, tokenizer, *, reference, exported, splits: dict) -> dict | None:
     """The export's dev metric against its source model's; warns loudly past max_metric_drop points."""
-    from .metrics import compute_metrics, predictions, selection_score
-    from .submission import predict_logits
+    from ..data.metrics import compute_metrics, predictions, selection_score
+    from ..inference.submission import predict_logits
 
     try:
         dev = splits if cfg.split == "dev" else data.split("dev")

@@ -24,9 +24,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
-from .methods import METHODS
-from .tasks import TASKS
+from ..core.errors import ConfigError
+from ..methods import METHODS
+from ..data.tasks import TASKS
 
 HPARAMS = ("alpha", "temperature", "student_lr", "teacher_lr")
 METHOD_ORDER = ("teacher", *(cls.key for cls in METHODS))  # the teacher first, then as methods/ lists them

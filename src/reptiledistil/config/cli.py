@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 # Set while a script runs under run_entry_point: whether the task function has started (Hydra's own errors come
 # before), and whether HYDRA_FULL_ERROR was set here rather than by the user.
@@ -32,7 +32,7 @@ def report_errors(fn):
             _state["full_error_set_here"] = False
         try:
             if args:  # ranges, allowed words and keys this script does not use: before any library loads
-                from .config import check_config
+                from .schema import check_config
 
                 check_config(args[0])
             quiet_libraries()
@@ -68,7 +68,7 @@ def quiet_libraries() -> None:
 
 
 def _minilm_dir() -> str:
-    from .models import minilm_dir  # torch and transformers: imported only when a config uses the preset
+    from ..models.loading import minilm_dir  # torch and transformers: imported only when a config uses the preset
 
     return minilm_dir()
 
@@ -79,7 +79,7 @@ def register_resolvers() -> None:
     Called by the entry scripts (and tests) before Hydra composes a config."""
     from omegaconf import OmegaConf
 
-    from .config import register_schemas
+    from .schema import register_schemas
 
     register_schemas()
 
@@ -158,7 +158,7 @@ def _typed_config_message(e: Exception, script: str) -> str | None:
     key predict.py does not have (+trainer=gpu)."""
     from omegaconf.errors import ConfigKeyError, ValidationError
 
-    from .config import NOT_IN_PREDICT, type_error_message
+    from .schema import NOT_IN_PREDICT, type_error_message
 
     cause = e if isinstance(e, (ValidationError, ConfigKeyError)) else e.__cause__
     override = re.match(r"Error merging override (\S+?)=(.*)$", str(e).splitlines()[0]) if cause is not e else None
