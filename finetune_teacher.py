@@ -9,7 +9,7 @@ from reptiledistil.config.cli import report_errors, run_entry_point
 @hydra.main(version_base="1.3", config_path="conf", config_name="finetune_teacher")
 @report_errors
 def main(cfg: DictConfig):
-    from reptiledistil.training.fit import finetune  # here, not above: Hydra's errors come before the slow imports
+    from reptiledistil.pipelines.teacher import finetune  # here, not above: Hydra's errors come before the slow imports
 
     return finetune(cfg)
 

@@ -9,7 +9,7 @@ from reptiledistil.config.cli import report_errors, run_entry_point
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 @report_errors
 def main(cfg: DictConfig):
-    from reptiledistil.training.fit import predict  # here, not above: Hydra's errors come before the slow imports
+    from reptiledistil.pipelines.predict import predict  # here, not above: Hydra's errors come before the slow imports
 
     return predict(cfg)
 

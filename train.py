@@ -9,7 +9,7 @@ from reptiledistil.config.cli import report_errors, run_entry_point
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_errors
 def main(cfg: DictConfig) -> float:
-    from reptiledistil.training.fit import distil  # here, not above: Hydra's errors come before the slow imports
+    from reptiledistil.pipelines.distil import distil  # here, not above: Hydra's errors come before the slow imports
 
     # The dev selection score of the best epoch: what hparams_search=optuna maximises.
     return distil(cfg)["best"]["selection"]

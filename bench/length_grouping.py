@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, other_cpu_share, cpu_clock, write_results  # noqa: E402
 
 from reptiledistil.config.cli import quiet_libraries, register_resolvers  # noqa: E402
-from reptiledistil.data.datamodule import DataSettings, GlueDataModule, ResumableSampler, length_order, load_training_splits, tokenize  # noqa: E402
+from reptiledistil.data.datamodule import DataSettings, GlueDataModule, ResumableSampler, length_order, tokenize  # noqa: E402
+from reptiledistil.data.glue import load_training_splits  # noqa: E402
 from reptiledistil.core.hardware import resolve_hardware  # noqa: E402
 from reptiledistil.models.layer_map import layer_mapping, parameter_pairs  # noqa: E402
 from reptiledistil.models.loading import build_student, load_for_finetuning, load_tokenizer  # noqa: E402

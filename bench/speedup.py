@@ -179,7 +179,8 @@ def bench_preset(preset: str, device: str, names: list[str], batches: list[int],
 def evaluate(task_name: str, student_dir: str, names: list[str], glue_dir: str | None, seq_len: int, batch: int,
              max_samples: int | None) -> dict:
     """Dev metric of one fp32 student with every CPU engine, and each engine's drop from torch fp32 in points."""
-    from reptiledistil.data.datamodule import load_split, subsample
+    from reptiledistil.data.datamodule import subsample
+    from reptiledistil.data.glue import load_split
     from reptiledistil.data.metrics import compute_metrics, predictions, selection_score
     from reptiledistil.models.loading import load_finetuned, load_tokenizer
     from reptiledistil.inference.submission import predict_logits, sample_batch

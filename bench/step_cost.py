@@ -48,6 +48,7 @@ from reptiledistil.config.cli import quiet_libraries  # noqa: E402
 from reptiledistil.core.hardware import resolve_hardware  # noqa: E402
 from reptiledistil.models.layer_map import layer_mapping, parameter_pairs  # noqa: E402
 from reptiledistil.methods import Reptile  # noqa: E402
+from reptiledistil.methods.reptile import trained_parameters  # noqa: E402
 from reptiledistil.models.loading import build_student, load_for_finetuning, minilm_dir  # noqa: E402
 from reptiledistil.training.modules import DistilModule, DistilSettings, param_groups  # noqa: E402
 from reptiledistil.data.tasks import get_task  # noqa: E402
@@ -62,12 +63,12 @@ GPU = torch.cuda.is_available()
 class ReferenceStyle(Reptile):
     """Step (a) as the reference implementation writes it: a deep copy, a fresh AdamW, gc every batch."""
 
-    def fast_student(self, module, inputs, labels, s_logits):
-        fast = copy.deepcopy(module.student)
-        opt = torch.optim.AdamW(param_groups(fast, 0.01), lr=module.fast_hp[0][0], eps=1e-8)
-        loss = module.loss(fast(**inputs).logits, module.teacher_logits(inputs), labels)
+    def fast_student(self, loop, inputs, labels, s_logits):
+        fast = copy.deepcopy(loop.student)
+        opt = torch.optim.AdamW(param_groups(fast, 0.01), lr=trained_parameters(loop)[1][0][0], eps=1e-8)
+        loss = loop.loss(fast(**inputs).logits, loop.teacher_logits(inputs), labels)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(fast.parameters(), module.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(fast.parameters(), loop.max_grad_norm)
         opt.step()
         out = [p.detach() for p in fast.parameters()]
         del fast, opt

@@ -99,6 +99,20 @@ def glue_dir(tmp_path) -> Path:
     return write_glue(tmp_path / "glue_data")
 
 
+PIPELINES = ("teacher", "distil", "predict")
+
+
+def patch_pipelines(monkeypatch, name: str, value) -> None:
+    """Replace `name` in every pipeline module that calls it (each imports what it calls by name)."""
+    import importlib
+
+    modules = [importlib.import_module(f"reptiledistil.pipelines.{p}") for p in PIPELINES]
+    assert any(hasattr(m, name) for m in modules), f"no pipeline uses {name}"
+    for m in modules:
+        if hasattr(m, name):
+            monkeypatch.setattr(m, name, value)
+
+
 def compose_cfg(name: str, overrides: list[str]):
     """Compose conf/<name>.yaml as the scripts would (no Hydra run directory: log_dir must be overridden)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -114,7 +128,7 @@ def quick(tmp: Path, glue: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def rte_teacher(tmp_path_factory, tiny_bert):
     """(folder, glue_dir): a tiny teacher fine-tuned on synthetic RTE at <folder>/teacher, shared by test modules."""
-    from reptiledistil.training.fit import finetune
+    from reptiledistil.pipelines.teacher import finetune
 
     tmp = tmp_path_factory.mktemp("rte_teacher")
     glue = write_glue(tmp / "glue_data")

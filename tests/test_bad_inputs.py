@@ -18,10 +18,12 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from conftest import compose_cfg, quick, tiny_bert_config, write_glue
+from conftest import compose_cfg, patch_pipelines, quick, tiny_bert_config, write_glue
 from reptiledistil.core import checks
 from reptiledistil.models import loading as models
-from reptiledistil.training import fit as run
+from reptiledistil.pipelines.distil import distil
+from reptiledistil.pipelines.predict import predict
+from reptiledistil.pipelines.teacher import finetune
 from reptiledistil.config.cli import hydra_error_message
 from reptiledistil.config.schema import check_config
 from reptiledistil.core.errors import ConfigError
@@ -154,7 +156,7 @@ def test_typed_out_of_range_refused_before_loading_or_writing(case, tmp_path, en
         assert part in str(e.value), (part, str(e.value))
     if case not in SCOPE_CASES:  # the run functions check too (callers that compose a config themselves)
         with pytest.raises(ConfigError, match=re.escape(expected[0])):
-            {F: run.finetune, T: run.distil, P: run.predict}[name](cfg)
+            {F: finetune, T: distil, P: predict}[name](cfg)
     assert files(tmp_path) == before
 
 
@@ -405,7 +407,7 @@ def no_models(monkeypatch):
         pytest.fail("a model was loaded before the bad input was refused")
 
     for name in ("load_for_finetuning", "build_student", "load_tokenizer"):
-        monkeypatch.setattr(run, name, fail)
+        patch_pipelines(monkeypatch, name, fail)
     monkeypatch.setattr(models.AutoModelForSequenceClassification, "from_pretrained", fail)
 
 
@@ -440,7 +442,7 @@ def test_rejected_before_loading_or_writing(case, tmp_path, env, tiny_bert, no_m
     if any(e.startswith("trainer=") for e in extra):  # the trainer preset then decides the accelerator
         base = [o for o in base if not o.startswith("trainer.accelerator=")]
     cfg = compose_cfg(script, base + [e.format(**fmt) for e in extra])
-    fn = {F: run.finetune, T: run.distil, P: run.predict}[script]
+    fn = {F: finetune, T: distil, P: predict}[script]
     try:
         with pytest.raises(ConfigError) as e:
             fn(cfg)
@@ -698,7 +700,7 @@ def test_integer_json_lines_labels_stay_integers(tmp_path):
 
 @pytest.mark.parametrize("cell", ["", "nan", "NaN"])
 def test_missing_glue_score_is_refused_with_its_line(tmp_path, cell):
-    from reptiledistil.data.datamodule import load_split
+    from reptiledistil.data.glue import load_split
 
     glue = write_glue(tmp_path / "glue_data")
     f = glue / "STS-B" / "train.tsv"

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from conftest import compose_cfg, quick
-from reptiledistil.training import fit as run
+from conftest import compose_cfg, patch_pipelines, quick
 from reptiledistil.data.custom import sort_labels
-from reptiledistil.data.datamodule import task_data
+from reptiledistil.data.glue import task_data
 from reptiledistil.core.errors import ConfigError
-from reptiledistil.training.fit import distil, finetune, predict
+from reptiledistil.pipelines.distil import distil
+from reptiledistil.pipelines.teacher import finetune
+from reptiledistil.pipelines.predict import predict
 
 WORDS = "the a cat dog sat on mat runs quickly slowly big small red blue house tree".split()
 CLASSES = ["pos", "neg", "mixed"]  # first-seen order; saved sorted: mixed, neg, pos
@@ -184,7 +185,7 @@ def no_models(monkeypatch):
         raise AssertionError("a model was loaded before the data were checked")
 
     for name in ("load_for_finetuning", "load_finetuned", "load_tokenizer", "build_student"):
-        monkeypatch.setattr(run, name, refuse)
+        patch_pipelines(monkeypatch, name, refuse)
 
 
 def _bad_cases(d: Path) -> dict:

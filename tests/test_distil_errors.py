@@ -13,7 +13,8 @@ import pytest
 from conftest import compose_cfg, quick, save_tiny_bert, write_glue
 from reptiledistil.core.errors import ConfigError
 from reptiledistil.training.modules import DistilModule
-from reptiledistil.training.fit import distil, finetune
+from reptiledistil.pipelines.distil import distil
+from reptiledistil.pipelines.teacher import finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from conftest import compose_cfg
 from reptiledistil.inference import engines
 from reptiledistil.core.errors import ConfigError
 from reptiledistil.models.loading import load_for_finetuning, load_tokenizer
-from reptiledistil.training.fit import predict
+from reptiledistil.pipelines.predict import predict
 from reptiledistil.data.tasks import get_task
 
 @pytest.fixture(scope="module")
@@ -123,11 +123,11 @@ def test_auto_precision_is_fp32_without_bf16_units(rte_model, glue_dir, tmp_path
 
 def test_dev_check_warns_loudly_past_the_margin(rte_model, glue_dir, tmp_path, capsys):
     """A source that is always right and an 'export' that is always wrong: 100 points lost, a loud warning."""
-    from reptiledistil.training.fit import _dev_check
+    from reptiledistil.pipelines.predict import _dev_check
 
     task = get_task("rte")
     cfg = _cfg(rte_model, tmp_path / "p", glue_dir, "split=dev")
-    from reptiledistil.data.datamodule import TaskData, load_split
+    from reptiledistil.data.glue import TaskData, load_split
 
     splits = load_split(task, "dev", str(glue_dir))
     labels = torch.tensor(splits["dev"]["labels"])
@@ -152,9 +152,9 @@ def test_dev_check_warns_loudly_past_the_margin(rte_model, glue_dir, tmp_path, c
 
 @pytest.fixture
 def no_model_load(monkeypatch):
-    import reptiledistil.training.fit as run
+    import reptiledistil.pipelines.predict as pipeline
 
-    monkeypatch.setattr(run, "load_finetuned", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(pipeline, "load_finetuned", lambda *a, **k: pytest.fail("model loaded"))
     monkeypatch.setattr(engines, "export_onnx", lambda *a, **k: pytest.fail("exported"))
 
 

@@ -16,7 +16,9 @@ from transformers import (AlbertConfig, AlbertModel, AutoTokenizer, BertConfig, 
 from conftest import compose_cfg, quick, write_glue
 from reptiledistil.core.errors import ConfigError
 from reptiledistil.models.loading import minilm_dir
-from reptiledistil.training.fit import distil, finetune, predict
+from reptiledistil.pipelines.distil import distil
+from reptiledistil.pipelines.teacher import finetune
+from reptiledistil.pipelines.predict import predict
 
 SHAPE = dict(vocab_size=30522, max_position_embeddings=130)
 LAYERED = dict(num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, **SHAPE)

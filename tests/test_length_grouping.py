@@ -12,8 +12,8 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from conftest import SHARED_GLUE, compose_cfg, write_glue
-from reptiledistil.data.datamodule import (MEGA_BATCHES, DataSettings, GlueDataModule, ResumableSampler, length_grouped,
-                                load_split)
+from reptiledistil.data.datamodule import MEGA_BATCHES, DataSettings, GlueDataModule, ResumableSampler, length_grouped
+from reptiledistil.data.glue import load_split
 from reptiledistil.data.metrics import compute_metrics, predictions
 from reptiledistil.models.loading import minilm_dir
 from reptiledistil.inference.submission import format_predictions, predict_logits, token_batches

@@ -10,7 +10,9 @@ from transformers import AutoModelForSequenceClassification
 
 from conftest import compose_cfg, quick
 from reptiledistil.core.errors import ConfigError
-from reptiledistil.training.fit import distil, finetune, predict
+from reptiledistil.pipelines.distil import distil
+from reptiledistil.pipelines.teacher import finetune
+from reptiledistil.pipelines.predict import predict
 
 
 @pytest.fixture(scope="module")

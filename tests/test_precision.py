@@ -16,7 +16,8 @@ from reptiledistil.core.errors import ConfigError
 from reptiledistil.core.hardware import resolve_hardware
 from reptiledistil.models.layer_map import layer_mapping
 from reptiledistil.models.loading import build_student, load_finetuned, load_for_finetuning
-from reptiledistil.training.fit import distil, finetune
+from reptiledistil.pipelines.distil import distil
+from reptiledistil.pipelines.teacher import finetune
 from reptiledistil.data.tasks import get_task
 from test_reptile import LR_S, LR_T, _batches, _bert, ours
 
@@ -136,10 +137,10 @@ def test_auto_precision_on_cpu_follows_bf16_support(monkeypatch, has_bf16, want)
 
 
 def test_train_on_gpu_without_gpu_refused_before_loading(monkeypatch, tmp_path, glue_dir):
-    import reptiledistil.training.fit as run
+    import reptiledistil.pipelines.distil as pipeline
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(run, "load_finetuned", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(pipeline, "load_finetuned", lambda *a, **k: pytest.fail("model loaded"))
     overrides = [o for o in quick(tmp_path, glue_dir) if not o.startswith("trainer.accelerator")]
     cfg = compose_cfg("train", overrides + ["trainer=gpu", f"output_dir={tmp_path / 'out'}"])
     with pytest.raises(ConfigError, match="no GPU found"):

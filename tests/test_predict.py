@@ -1,4 +1,4 @@
-"""predict (run.predict through Hydra compose) and submission.py: GLUE submission files and dev metrics."""
+"""predict (pipelines.predict through Hydra compose) and submission.py: GLUE submission files and dev metrics."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
 
 from conftest import compose_cfg
-from reptiledistil.data.datamodule import load_split
+from reptiledistil.data.glue import load_split
 from reptiledistil.core.errors import ConfigError
 from reptiledistil.models.loading import minilm_dir
-from reptiledistil.training.fit import predict
+from reptiledistil.pipelines.predict import predict
 from reptiledistil.inference.submission import format_predictions, predict_logits, write_submission, zip_submissions
 from reptiledistil.data.tasks import get_task
 

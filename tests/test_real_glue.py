@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_GLUE, compose_cfg
-from reptiledistil.data.datamodule import DataSettings, GlueDataModule, load_split
-from reptiledistil.training.fit import predict
+from reptiledistil.data.datamodule import DataSettings, GlueDataModule
+from reptiledistil.data.glue import load_split
+from reptiledistil.pipelines.predict import predict
 from reptiledistil.data.tasks import get_task
 
 pytestmark = pytest.mark.skipif(not SHARED_GLUE.is_dir(), reason=f"real GLUE data not found at {SHARED_GLUE}")

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from conftest import compose_cfg, quick
 from reptiledistil.core.errors import ConfigError
 from reptiledistil.training.resume import checkpoint_path
-from reptiledistil.training.fit import distil
+from reptiledistil.pipelines.distil import distil
 
 TESTS = Path(__file__).resolve().parent
 
@@ -28,7 +28,8 @@ import json, os, signal, sys
 sys.path.insert(0, {tests!r})
 from conftest import compose_cfg
 import reptiledistil.training.modules as m
-from reptiledistil.training.fit import distil, finetune
+from reptiledistil.pipelines.distil import distil
+from reptiledistil.pipelines.teacher import finetune
 kill = os.environ.get("KILL_AT")
 if kill:
     sig, at = (int(x) for x in kill.split(":"))
@@ -161,14 +162,15 @@ def killed_run(rte_teacher, tiny_bert, tmp_path_factory):
 ], ids=["alpha", "batch_size", "seed", "three"])
 def test_resume_with_other_settings_is_refused_before_loading(rte_teacher, tiny_bert, killed_run, monkeypatch,
                                                               changed, named):
-    import reptiledistil.training.fit as run
+    import reptiledistil.pipelines.distil as pipeline
+    from reptiledistil.data.glue import TaskData
 
     def fail(*a, **k):
         pytest.fail("a model was loaded before the resume was refused")
 
     for name in ("load_finetuned", "build_student", "load_tokenizer"):
-        monkeypatch.setattr(run, name, fail)
-    monkeypatch.setattr(run.TaskData, "training_splits", fail)  # not even the data is read
+        monkeypatch.setattr(pipeline, name, fail)
+    monkeypatch.setattr(TaskData, "training_splits", fail)  # not even the data is read
     ckpt = checkpoint_path(killed_run)
     before = ckpt.read_bytes()
     cfg = compose_cfg("train", _overrides(rte_teacher, tiny_bert, "train", killed_run, *changed, "resume=true",

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from conftest import compose_cfg, quick
-from reptiledistil.training import fit as run
+from reptiledistil.pipelines import distil as run
 from reptiledistil.core.errors import ConfigError
 from reptiledistil.models.loading import build_student
 from reptiledistil.data.tasks import get_task

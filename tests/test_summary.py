@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from conftest import compose_cfg, quick
-from reptiledistil.training.fit import distil, predict
+from reptiledistil.pipelines.distil import distil
+from reptiledistil.pipelines.predict import predict
 from reptiledistil.report.summary import count_parameters, summary_table
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reptiledistil.data.datamodule import (DEFAULT_GLUE_DIRS, DataSettings, GlueDataModule, check_max_seq_length, load_split, model_inputs,
-                                read_tsv, resolve_glue_dir, subsample, tokenize)
+from reptiledistil.data.datamodule import DataSettings, GlueDataModule, check_max_seq_length, model_inputs, subsample, tokenize
+from reptiledistil.data.glue import DEFAULT_GLUE_DIRS, load_split, read_tsv, resolve_glue_dir
 from reptiledistil.core.errors import ConfigError
 from reptiledistil.data.tasks import TASKS, get_task
 

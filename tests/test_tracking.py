@@ -9,7 +9,7 @@ import yaml
 
 from conftest import compose_cfg, quick
 from reptiledistil.config.naming import format_number, name_suffix
-from reptiledistil.training.fit import distil
+from reptiledistil.pipelines.distil import distil
 
 STEP_KEYS = ["train/loss", "train/task_loss", "train/kd_term", "lr/student", "lr/teacher", "grad_norm/student",
              "grad_norm/fast_step", "grad_norm/teacher_pseudo"]

@@ -25,8 +25,8 @@ class Toy(Method):
     teacher_learns: ClassVar[bool] = True
 
     @torch.no_grad()
-    def teacher_step(self, module, inputs: dict, labels, optimizer) -> TeacherStep:
-        pairs = module.pairs
+    def teacher_step(self, loop, inputs: dict, labels, optimizer) -> TeacherStep:
+        pairs = loop.pairs
         for tp, si in zip(pairs.teacher_params, pairs.student_index):
             tp.lerp_(pairs.student_params[si], self.rate)
         return TeacherStep(record={"toy/rate": self.rate})

@@ -75,9 +75,3 @@ def resolve_hardware(accelerator: str, precision) -> Hardware:
         raise ConfigError("trainer.precision=16-mixed (fp16 with loss scaling) is for GPUs; on a CPU use "
                           "trainer.precision=bf16-mixed (fast with AVX512-BF16/AMX) or 32-true.")
     return Hardware(acc, precision, f"precision {precision}")
-
-
-def default_share_forward(accelerator: str) -> bool:
-    """`method.share_forward=auto`: measured faster on CPU (it saves a student forward there,
-    docs/performance.md); on an H100 the separate forwards were faster in the one GPU measurement we have."""
-    return accelerator == "cpu"

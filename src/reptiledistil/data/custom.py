@@ -7,7 +7,7 @@ settings, files (existence, extension, UTF-8, emptiness), columns and labels; ea
 naming the file (and line) and the fix.
 
 What it gives the rest of the code is a Task (a plain description: labels, columns, task type) and the loaded
-splits beside it, never inside it (`load_for_training`, `load_for_prediction`; data.task_and_splits picks).
+splits beside it, never inside it (`load_for_training`, `load_for_prediction`; datamodule.task_data picks).
 
 Label names (classification) are read from the training file, sorted (numerically when they are all numbers,
 else as strings) and saved with the model (config id2label/label2id, finetuning_task="custom"); predict.py takes
@@ -371,27 +371,19 @@ def load_for_training(s: CustomSettings) -> tuple[Task, Splits]:
     return custom_task(s, labels), {"train": {"train": train}, "dev": {"dev": dev}}
 
 
-def model_labels(model_dir: str, hint: str) -> tuple[str, tuple[str, ...]]:
-    """(task type, label names in id order) saved in a model's config; the model itself is not loaded."""
-    from transformers import AutoConfig
+@dataclass(frozen=True)
+class SavedLabels:
+    """What a trained model's config says about its task=custom data (read by models.loading.model_labels)."""
 
-    from ..models.loading import _from_pretrained, check_model_source
-
-    src = check_model_source(model_dir, "Model", hint)
-    config = _from_pretrained(AutoConfig.from_pretrained, src, "model config")
-    tuned_for = getattr(config, "finetuning_task", None)
-    if str(tuned_for).lower() != CUSTOM:
-        raise ConfigError(f"Model {src} was fine-tuned on task {tuned_for!r}, not on custom data (task=custom). {hint}")
-    if config.problem_type == "regression" or config.num_labels == 1:
-        return "regression", ()
-    return "classification", tuple(str(config.id2label[i]) for i in range(config.num_labels))
+    model_dir: str
+    task_type: str  # classification | regression
+    labels: tuple[str, ...]  # in id order; () for regression
 
 
-def load_for_prediction(s: CustomSettings, model_dir: str, split: str) -> tuple[Task, Splits]:
-    """predict.py: task type and labels from the model's config; the requested split (dev or test) loaded."""
-    hint = "Pass model_dir=<a model fine-tuned or distilled with task=custom>."
-    task_type, labels = model_labels(model_dir, hint)
-    s = dataclasses.replace(s, task_type=task_type)
+def load_for_prediction(s: CustomSettings, split: str, saved: SavedLabels) -> tuple[Task, Splits]:
+    """predict.py: the task type and labels saved with the model; the requested split (dev or test) loaded."""
+    model_dir, labels = saved.model_dir, saved.labels
+    s = dataclasses.replace(s, task_type=saved.task_type)
     splits: Splits = {}
     if split == "dev":
         dev, _ = _labelled(s, "validation_file", labels, f"the labels of the model ({model_dir})")

@@ -39,18 +39,17 @@ from torch import nn
 from ..core.errors import ConfigError
 from ..core.hardware import cpu_supports_bf16
 from ..core.files import atomic_dir, check_output_dir
+from ..models.loading import MARKER, OLD_INT8_MARKER, is_onnx_dir
 
 ENGINES = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "bf16")
 QUANTIZE = ("none", "int8")
-MARKER = "onnx_export.json"
 MODEL_FILE = "model.onnx"
 FORMAT = "reptiledistil-onnx"
 VERSION = 1
 OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 INSTALL_HINT = "pip install '.[onnx]' (onnx, onnxruntime and onnxscript)"
-OLD_INT8_MARKER = "int8_dynamic.json"  # the PyTorch int8 directories of earlier versions: refused with a hint
 
 
 @dataclass(frozen=True)
@@ -63,15 +62,6 @@ class EngineChoice:
     @property
     def label(self) -> str:
         return f"{self.engine} {self.precision} ({self.device})"
-
-
-def is_onnx_dir(path: str | Path) -> bool:
-    return (Path(path) / MARKER).is_file()
-
-
-def is_export_dir(path: str | Path) -> bool:
-    """An inference-only export (ONNX, or an earlier version's PyTorch int8): not a model to train or export from."""
-    return is_onnx_dir(path) or (Path(path) / OLD_INT8_MARKER).is_file()
 
 
 def read_marker(path: str | Path) -> dict:

@@ -5,8 +5,9 @@ conf/method/<name>.yaml (`_target_` names the class; run.py builds it with hydra
 declared with `setting(...)` is checked (type, range, allowed words) when the method is built, like every other
 key of the config (rules.py). Its class
 attributes say what it is (title, whether it needs or changes a teacher); its methods do the teacher's part of
-a training step. The loop (module.DistilModule) does everything else: the student's step, precision, clipping
-of the student, counters, logging, the teacher's dev evaluation and drift.
+a training step, through `Loop`: what a method may use of the training loop (training/modules.py's DistilModule).
+The loop does everything else: the student's step, precision, clipping of the student, counters, logging, the
+teacher's dev evaluation and drift.
 
 Light on purpose: torch is imported inside the functions that step, so reports can ask the classes for names and
 titles without loading it.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Protocol
 
 from ..core.errors import ConfigError
 from ..core.rules import check_value, rule
@@ -27,7 +28,39 @@ if TYPE_CHECKING:
 
     from ..core.hardware import Hardware
     from ..models.layer_map import ParamPairs
-    from ..training.modules import DistilModule
+
+
+class Loop(Protocol):
+    """What a method's teacher step may use of the training loop: the two networks, the run's loss, and a few facts
+    of the step. A method reaches for nothing else (not Lightning, not the data module)."""
+
+    teacher: Any  # the teacher network; None for a method without one
+    student: Any
+    pairs: Optional[ParamPairs]  # the teacher/student parameter pairs, as the method's map_pairs chose them
+    max_grad_norm: float  # the clipping norm of every step (0: none)
+
+    @property
+    def regression(self) -> bool:
+        """Whether the task is a regression (one score) rather than classes."""
+
+    @property
+    def grad_scaler(self) -> Any:
+        """The fp16 loss scaler (trainer.precision=16-mixed), else None."""
+
+    def loss(self, s_logits, t_logits, labels) -> Any:
+        """The run's KD loss (alpha, temperature); the task loss alone without teacher logits."""
+
+    def teacher_logits(self, inputs: dict) -> Any:
+        """The teacher's logits on a batch: eval mode, no gradient."""
+
+    def student_param_groups(self) -> list[dict]:
+        """The param groups of the student's optimizer: each parameter's learning rate, weight decay, betas, eps."""
+
+    def held_out_batch(self) -> dict:
+        """This step's batch of the examples held out for the method (Method.quiz_examples), on the device."""
+
+    def average_over_processes_(self, tensors: list) -> None:
+        """The mean over processes in place under DDP (for gradients taken with autograd.grad); else nothing."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +129,7 @@ class Method:
             return []
         return list(zip(pairs.teacher_names, pairs.teacher_params))
 
-    def teacher_step(self, module: DistilModule, inputs: dict, labels, optimizer) -> TeacherStep:
+    def teacher_step(self, loop: Loop, inputs: dict, labels, optimizer) -> TeacherStep:
         """The teacher's part of one training step, before the student's own step; `optimizer` is the teacher's
         (None without one). By default the teacher does not move."""
         return TeacherStep()

@@ -1,4 +1,4 @@
-"""Knowledge-distillation losses as pure functions of logits."""
+"""Knowledge-distillation losses as pure functions of logits, and the gradient clipping the loop and the methods share."""
 
 from __future__ import annotations
 
@@ -47,3 +47,13 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     """L = (1 - alpha) * task_loss(s, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))  (MSE(s, t) for regression)."""
     return kd_loss_terms(student_logits, teacher_logits, labels, alpha=alpha, temperature=temperature,
                          regression=regression)[0]
+
+
+@torch.no_grad()
+def clip_grads_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale `grads` in place to global L2 norm <= max_norm, exactly as torch.nn.utils.clip_grad_norm_. Returns the norm."""
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    if max_norm and max_norm > 0:
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        torch._foreach_mul_(grads, coef)
+    return total

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Method, TeacherStep, setting
+from .base import Loop, Method, TeacherStep, setting
 from ..core.errors import ConfigError
 
 
@@ -47,32 +47,32 @@ class MetaDistil(Method):
     def watched(self, teacher, pairs) -> list:
         return list(teacher.named_parameters())  # every teacher parameter learns, mapped or not
 
-    def teacher_step(self, module, inputs: dict, labels, optimizer) -> TeacherStep:
+    def teacher_step(self, loop: Loop, inputs: dict, labels, optimizer) -> TeacherStep:
         """(a) and (b): the teacher steps on grad_t [CE(s'(quiz)) + w * CE(t(x), y)], where s' is the pilot student,
         one SGD step of the KD loss from s against the current teacher."""
         from ..data.datamodule import model_inputs
-        from .losses import task_loss
+        from .losses import clip_grads_, task_loss
         from .metadistil_maths import pilot_update, quiz_loss, second_order_attention, teacher_meta_grads
-        from .reptile_maths import clip_grads_
 
-        regression, teacher = module.task.is_regression, module.teacher
-        quiz = {k: v.to(module.device) for k, v in module.quiz_batch(module.outer_step, module.global_rank).items()}
+        regression, teacher, student = loop.regression, loop.teacher, loop.student
+        quiz = loop.held_out_batch()
         teacher_params = list(teacher.parameters())
         teacher.eval()  # no dropout in the teacher's logits, as for the KD loss
         teacher.requires_grad_(True)  # only for this step: the student's backward never reaches the teacher
         try:
             with second_order_attention():
                 t_logits = teacher(**inputs).logits
-                pilot_kd = module.loss(module.student(**inputs).logits, t_logits, labels)
-                pilot = pilot_update(pilot_kd, module.student_named, self.pilot_lr)
-                quiz_term = quiz_loss(module.student, pilot, model_inputs(quiz), quiz["labels"], regression)
+                pilot_kd = loop.loss(student(**inputs).logits, t_logits, labels)
+                trained = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
+                pilot = pilot_update(pilot_kd, trained, self.pilot_lr)
+                quiz_term = quiz_loss(student, pilot, model_inputs(quiz), quiz["labels"], regression)
                 objective = quiz_term + self.teacher_task_weight * task_loss(t_logits, labels, regression)
                 grads = teacher_meta_grads(objective, teacher_params)
         finally:
             teacher.requires_grad_(False)
         del pilot, pilot_kd, t_logits, objective
-        module.average_over_processes_(grads)  # each process's meta-gradient on its own batches: the mean
-        norm = clip_grads_(grads, module.max_grad_norm)
+        loop.average_over_processes_(grads)  # each process's meta-gradient on its own batches: the mean
+        norm = clip_grads_(grads, loop.max_grad_norm)
         for p, g in zip(teacher_params, grads):
             p.grad = g
         optimizer.step()  # stepped directly, as Reptile's: fp16 (the only loss-scaled precision) is refused here

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import Method, TeacherStep, setting, snapshot
+from .base import Loop, Method, TeacherStep, setting, snapshot
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,11 @@ class Reptile(Method):
         return self.update == "pseudo_grad"  # interpolate moves the teacher without an optimizer
 
     def for_hardware(self, hw) -> Reptile:
+        """`share_forward=auto`: shared on CPU, where it saves a student forward (measured faster,
+        docs/performance.md); separate on a GPU, where the one measurement we have (an H100) was faster."""
         if self.share_forward != "auto":
             return self
-        from ..core.hardware import default_share_forward
-
-        return dataclasses.replace(self, share_forward=str(default_share_forward(hw.accelerator)).lower())
+        return dataclasses.replace(self, share_forward="true" if hw.accelerator == "cpu" else "false")
 
     @property
     def shared(self) -> bool:
@@ -54,41 +54,43 @@ class Reptile(Method):
     def map_pairs(self, pairs, teacher):
         return pairs if self.update_head else pairs.without_head(teacher.base_model_prefix)  # keeps its classifier
 
-    def fast_student(self, module, inputs: dict, labels, s_logits) -> tuple[list | None, object]:
+    def fast_student(self, loop: Loop, inputs: dict, labels, s_logits) -> tuple[list | None, object]:
         """(a) (the student's parameters after one step of a fresh AdamW on the KD loss against the current
         teacher, the clipped gradient's norm). Closed form: no copy of the model, no optimizer built.
         The parameters are None when the (fp16) gradient overflowed."""
         import torch
 
-        from .reptile_maths import clip_grads_, fresh_adamw_step
+        from .losses import clip_grads_
+        from .reptile_maths import fresh_adamw_step
 
-        loss = module.loss(s_logits, module.teacher_logits(inputs), labels)
-        scaler = module.grad_scaler
+        loss = loop.loss(s_logits, loop.teacher_logits(inputs), labels)
+        scaler = loop.grad_scaler
         if scaler is not None:  # fp16: scale so small gradients survive the half-precision backward
             loss = scaler.scale(loss)
-        params = module.student_params
+        params, hp = trained_parameters(loop)
         grads = list(torch.autograd.grad(loss, params, retain_graph=self.shared, allow_unused=True))
         present = [g for g in grads if g is not None]
-        module.average_over_processes_(present)  # autograd.grad bypasses DDP
+        loop.average_over_processes_(present)  # autograd.grad bypasses DDP
         if scaler is not None:
             torch._foreach_div_(present, scaler.get_scale())
-        norm = clip_grads_(present, module.max_grad_norm)
+        norm = clip_grads_(present, loop.max_grad_norm)
         if scaler is not None and not torch.isfinite(norm):
             return None, norm
-        lr, _, betas, eps = module.fast_hp[0]
-        return fresh_adamw_step(params, grads, lr, [h[1] for h in module.fast_hp], betas=betas, eps=eps), norm
+        lr, _, betas, eps = hp[0]
+        return fresh_adamw_step(params, grads, lr, [h[1] for h in hp], betas=betas, eps=eps), norm
 
-    def teacher_step(self, module, inputs: dict, labels, optimizer) -> TeacherStep:
-        from .reptile_maths import clip_grads_, interpolate_teacher_, set_teacher_pseudo_grads
+    def teacher_step(self, loop: Loop, inputs: dict, labels, optimizer) -> TeacherStep:
+        from .losses import clip_grads_
+        from .reptile_maths import interpolate_teacher_, set_teacher_pseudo_grads
 
-        s_logits = module.student(**inputs).logits
-        fast, fast_norm = self.fast_student(module, inputs, labels, s_logits)
+        s_logits = loop.student(**inputs).logits
+        fast, fast_norm = self.fast_student(loop, inputs, labels, s_logits)
         record = {"grad_norm/fast_step": fast_norm}
         if fast is None:  # fp16 overflow in g1: neither network moves; smaller loss scale next time
             return TeacherStep(skipped=True, record=record)
-        pairs = module.pairs
+        pairs = loop.pairs
         # fp16: g2 may still overflow, and then this batch must not count at all
-        undo = snapshot(pairs.teacher_params, optimizer) if module.grad_scaler is not None else None
+        undo = snapshot(pairs.teacher_params, optimizer) if loop.grad_scaler is not None else None
         if optimizer is None:
             interpolate_teacher_(pairs, fast, self.epsilon)
         else:
@@ -96,9 +98,18 @@ class Reptile(Method):
             # never loss-scaled, so the fp16 scaler must not unscale them.
             set_teacher_pseudo_grads(pairs, fast)
             record["grad_norm/teacher_pseudo"] = clip_grads_([p.grad for p in pairs.teacher_params],
-                                                             module.max_grad_norm)
+                                                             loop.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)  # free the pseudo-gradients until the next step
         del fast
         # Not shared: the loop runs a fresh forward (a new dropout mask), as the reference code does
         return TeacherStep(student_logits=s_logits if self.shared else None, undo=undo, record=record)
+
+
+def trained_parameters(loop: Loop) -> tuple[list, list[tuple]]:
+    """The student's parameters its optimizer trains, in the model's order, each with its (initial learning rate,
+    weight decay, betas, eps): the fresh AdamW of the fast step takes the real optimizer's settings."""
+    groups = loop.student_param_groups()
+    hp = {p: (g.get("initial_lr", g["lr"]), g["weight_decay"], g["betas"], g["eps"]) for g in groups for p in g["params"]}
+    params = [p for _, p in loop.student.named_parameters() if p in hp]
+    return params, [hp[p] for p in params]

@@ -8,22 +8,11 @@ The teacher's pseudo-gradient is  theta_teacher - theta'[mapped]  (first-order o
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import torch
 
 from ..models.layer_map import ParamPairs
-
-
-@torch.no_grad()
-def clip_grads_(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Scale `grads` in place to global L2 norm <= max_norm, exactly as torch.nn.utils.clip_grad_norm_. Returns the norm."""
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    if max_norm and max_norm > 0:
-        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        torch._foreach_mul_(grads, coef)
-    return total
 
 
 @torch.no_grad()
@@ -77,23 +66,3 @@ def interpolate_teacher_(pairs: ParamPairs, fast_student: Sequence[torch.Tensor]
     fast = [fast_student[i] for i in pairs.student_index]
     teacher = [p.data for p in pairs.teacher_params]
     torch._foreach_lerp_(teacher, fast, epsilon)
-
-
-def layer_group(name: str) -> str:
-    """`bert.encoder.layer.3.attention...` -> `layer_3`; embeddings, pooler and the task head by name."""
-    m = re.search(r"\.layer\.(\d+)\.", name)
-    if m:
-        return f"layer_{m.group(1)}"
-    return next((g for g in ("embeddings", "pooler") if g in name), "head")
-
-
-@torch.no_grad()
-def relative_drift(start: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Per layer group, ||theta - theta_start|| / ||theta_start|| over the group's parameters (L2)."""
-    diff: dict[str, float] = {}
-    base: dict[str, float] = {}
-    for name, t0 in start.items():
-        g = layer_group(name)
-        diff[g] = diff.get(g, 0.0) + float((current[name].float() - t0.float()).pow(2).sum())
-        base[g] = base.get(g, 0.0) + float(t0.float().pow(2).sum())
-    return {g: (diff[g] / base[g]) ** 0.5 if base[g] else 0.0 for g in diff}

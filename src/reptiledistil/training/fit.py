@@ -1,10 +1,10 @@
-"""What the three scripts do: finetune(cfg), distil(cfg), predict(cfg). Plain functions, called by tests too."""
+"""One training run of a Lightning module, as finetune_teacher.py and train.py both do it: the hardware, the trainer
+and its logger, checkpoints a killed run resumes from, the staged output folder, and publishing the result."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -12,27 +12,19 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .callbacks import BestOnDev, ResumableCheckpoint, progress_bar
+from ..config.naming import basename
 from ..core.checks import check_writable
-from ..config.schema import check_config
-from ..data.datamodule import DataSettings, GlueDataModule, TaskData, check_max_seq_length, check_quiz_fits, task_data
 from ..core.errors import ConfigError
-from ..core.hardware import Hardware, resolve_hardware
-from ..models.layer_map import layer_mapping, parameter_pairs
-from ..data.metrics import format_metrics
-from ..methods import Method, build_method
-from ..report.model_card import write_model_card
-from ..models.loading import build_student, check_finetuned_config, load_finetuned, load_for_finetuning, load_tokenizer
-from .modules import DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
-from ..config.naming import basename, is_multirun
-from .resume import (check_checkpoint, check_settings, checkpoint_path, describe, resume_request, resume_target,
-                     run_settings)
 from ..core.files import check_output_dir, publish, staging_dir, write_json_atomic
+from ..core.hardware import Hardware, resolve_hardware
+from ..data.datamodule import DataSettings, GlueDataModule
+from ..data.metrics import format_metrics
 from ..data.tasks import Task
-
+from .callbacks import BestOnDev, ResumableCheckpoint, progress_bar
+from .modules import NonFiniteLossError
+from .resume import check_checkpoint, check_settings, checkpoint_path, describe, resume_request, resume_target, run_settings
 
 # Lightning warnings that are by design here, not the user's to act on; silenced only around fit().
 KNOWN_WARNINGS = (
@@ -40,20 +32,8 @@ KNOWN_WARNINGS = (
     r"It is recommended to use `self.log\('val/",  # torchmetrics results are already synced across processes
 )
 
-FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={task} (it writes {path})."
 
-
-def finetune_hint(task, teacher_dir) -> str:
-    """How to get a teacher for `task`: the path named is the one finetune_teacher.py writes for that task."""
-    path = f"model/{task.name}/teacher"  # conf/finetune_teacher.yaml's output_dir without overrides
-    task_arg = task.name + (" (with the same data.* keys)" if task.is_custom else "")
-    hint = FINETUNE_HINT.format(task=task_arg, path=path)
-    if Path(str(teacher_dir)) != Path(path):
-        hint = hint[:-1] + f"; then pass teacher_dir={path}."
-    return hint
-
-
-def _datamodule(cfg: DictConfig, task: Task, tokenizer, splits: dict, quiz_examples: int = 0) -> GlueDataModule:
+def datamodule(cfg: DictConfig, task: Task, tokenizer, splits: dict, quiz_examples: int = 0) -> GlueDataModule:
     return GlueDataModule(task, tokenizer, settings=DataSettings.from_cfg(cfg), splits=splits,
                           quiz_examples=quiz_examples)
 
@@ -66,10 +46,10 @@ def _logger(cfg: DictConfig):
     return hydra.utils.instantiate(cfg.logger)
 
 
-def _hardware(cfg: DictConfig) -> Hardware:
+def run_hardware(cfg: DictConfig) -> Hardware:
     """The accelerator and precision this run will use, checked before anything is loaded."""
     hw = resolve_hardware(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("precision", "auto"))
-    if _is_rank_zero():
+    if is_rank_zero():
         print(f"{hw.accelerator}, {hw.note}")
     return hw
 
@@ -92,13 +72,13 @@ def _close_logger(trainer: pl.Trainer) -> None:
             lg.experiment.finish()
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
     # Under DDP, Lightning re-runs the script for ranks 1.. with LOCAL_RANK/RANK set; only rank 0 writes.
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
 @contextmanager
-def _staged(cfg: DictConfig):
+def staged(cfg: DictConfig):
     """Check the output location before anything slow; yields (final dir, staging dir, checkpoint to resume).
 
     A run writes into `.<output_dir>.partial/` (models, `checkpoints/last.ckpt`) and is renamed into place
@@ -106,7 +86,7 @@ def _staged(cfg: DictConfig):
     `overwrite=true` discards it. If a run fails before writing anything, its empty staging dir is removed.
     """
     resume = resume_request(cfg.get("resume", False))
-    if not _is_rank_zero():
+    if not is_rank_zero():
         ckpt = resume if isinstance(resume, Path) else checkpoint_path(cfg.output_dir)
         yield Path(cfg.output_dir), staging_dir(cfg.output_dir), ckpt if resume else None
         return
@@ -143,7 +123,7 @@ def _run_settings(cfg: DictConfig, hw: Hardware) -> dict:
     return run_settings(cfg, {"trainer.accelerator": hw.accelerator, "trainer.precision": hw.precision})
 
 
-def _check_outputs(cfg: DictConfig, hw: Hardware) -> None:
+def check_outputs(cfg: DictConfig, hw: Hardware) -> None:
     """output_dir can be written; resume=: the checkpoint's stored settings against this run's. Before any model."""
     check_writable(cfg.output_dir, "output_dir", beside=True)
     ckpt = resume_target(cfg)
@@ -155,7 +135,7 @@ def _has_files(d: Path) -> bool:
     return d.is_dir() and any(p.is_file() for p in d.rglob("*"))
 
 
-def _fit(cfg, hw: Hardware, *, module, dm, best: BestOnDev, identity: dict, resume_from: Path | None) -> BestOnDev:
+def fit(cfg, hw: Hardware, *, module, dm, best: BestOnDev, identity: dict, resume_from: Path | None) -> BestOnDev:
     """Train `module` on `dm`; `best` keeps the best-on-dev model. The run's identity goes into its checkpoints."""
     every = cfg.get("checkpoint_every_n_steps")
     saver = ResumableCheckpoint(checkpoint_path(cfg.output_dir), int(every) if every else None, identity,
@@ -184,7 +164,7 @@ def _fit(cfg, hw: Hardware, *, module, dm, best: BestOnDev, identity: dict, resu
     return best
 
 
-def _summary(cfg: DictConfig, task, best: BestOnDev, extra: dict) -> dict:
+def run_summary(cfg: DictConfig, task, best: BestOnDev, extra: dict) -> dict:
     config = _resolved(cfg)
     return {"task": task.name, **extra, "selection_metric": list(task.selection),
             "best": best.best, "final": best.history[-1], "history": best.history, "train_wall_s": best.wall_s,
@@ -199,9 +179,9 @@ def _resolved(cfg: DictConfig) -> dict:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _publish(stage: Path, out: Path, summary: dict, *, summary_file: str, what: str, model_dir: Path) -> None:
+def publish_run(stage: Path, out: Path, summary: dict, *, summary_file: str, what: str, model_dir: Path) -> None:
     """Rank 0: write the summary beside the staged models, move them into place, print best and final dev."""
-    if not _is_rank_zero():
+    if not is_rank_zero():
         return
     write_json_atomic(stage / summary_file, summary)
     publish(stage, out)
@@ -216,334 +196,3 @@ def _publish(stage: Path, out: Path, summary: dict, *, summary_file: str, what: 
           f"  final dev (epoch {f['epoch']}): {own(f)}")
     if "teacher_selection" in f:  # Reptile: what the updated teacher scores itself
         print(f"  teacher after distillation (epoch {f['epoch']}): {format_metrics(f, 'teacher_')}")
-
-
-# --- finetune_teacher.py ------------------------------------------------------------------------------------
-
-
-def finetune(cfg: DictConfig) -> dict:
-    """Fine-tune a teacher on one GLUE task; save the best-on-dev model and its dev metrics."""
-    check_config(cfg)  # types, ranges, keys this script does not use (config.py)
-    data = task_data(cfg)  # task=custom: its files are read and checked here
-    hw = _hardware(cfg)
-    _check_outputs(cfg, hw)
-    splits = data.training_splits()  # every bad file refused before any model is loaded
-    with _staged(cfg) as (out, stage, resume_from):
-        model, tokenizer = _load_finetune(cfg, data.task)
-        best = _run_finetune(cfg, hw, data.task, model=model, tokenizer=tokenizer, splits=splits, stage=stage,
-                             resume_from=resume_from)
-    return _publish_teacher(cfg, data.task, best, stage=stage, out=out)
-
-
-def _load_finetune(cfg: DictConfig, task: Task):
-    """The pretrained encoder with a new head (seeded: the head's initialisation) and its tokenizer."""
-    pl.seed_everything(cfg.seed, workers=True)
-    tokenizer = load_tokenizer(cfg.model.teacher_init)
-    model = load_for_finetuning(cfg.model.teacher_init, task)
-    check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
-    return model, tokenizer
-
-
-def _run_finetune(cfg: DictConfig, hw: Hardware, task: Task, *, model, tokenizer, splits: dict, stage: Path,
-                  resume_from: Path | None) -> BestOnDev:
-    module = FinetuneModule(model, task, [s.name for s in task.eval_splits], hydra.utils.instantiate(cfg.optimizer),
-                            warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm)
-    identity = {"script": "finetune_teacher", "task": task.name, "layers": model.config.num_hidden_layers,
-                "hidden_size": model.config.hidden_size, "num_labels": model.config.num_labels}
-    return _fit(cfg, hw, module=module, dm=_datamodule(cfg, task, tokenizer, splits), best=BestOnDev(stage, tokenizer, cfg.patience),
-                identity=identity, resume_from=resume_from)
-
-
-def _publish_teacher(cfg: DictConfig, task: Task, best: BestOnDev, *, stage: Path, out: Path) -> dict:
-    summary = _summary(cfg, task, best, {"model": str(cfg.model.teacher_init)})
-    _publish(stage, out, summary, summary_file="dev_metrics.json", what="Teacher", model_dir=out)
-    return summary
-
-
-# --- train.py -----------------------------------------------------------------------------------------------
-
-
-def _save_teacher(cfg: DictConfig) -> bool:
-    """save_teacher: auto saves the updated teacher for a single run; a sweep's jobs skip it (90-440 MB each).
-    The value was checked by check_config (auto, true or false)."""
-    value = str(cfg.get("save_teacher", "auto")).lower()
-    return not is_multirun() if value == "auto" else value == "true"
-
-
-def student_start(cfg: DictConfig) -> tuple[str, str]:
-    """(init, source) of the student. model.student.start=teacher: model.student.num_layers of the fine-tuned
-    teacher's layers (teacher_dir), picked by the strategy, its head included; pretrained: the preset's source."""
-    st = cfg.model.student
-    if st.start != "teacher":
-        return st.init, st.source
-    if st.num_layers is None:
-        raise ConfigError("model.student.start=teacher takes some of the teacher's layers: pass "
-                          "model.student.num_layers=<fewer than the teacher has>, e.g. 3.")
-    return "teacher_layers", str(cfg.teacher_dir)
-
-
-def distil_settings(cfg: DictConfig, method: Method) -> DistilSettings:
-    return DistilSettings(method=method, alpha=float(cfg.alpha), temperature=float(cfg.temperature),
-                          warmup_ratio=float(cfg.warmup_ratio), max_grad_norm=float(cfg.max_grad_norm))
-
-
-def distil(cfg: DictConfig) -> dict:
-    """Distil a fine-tuned teacher into a student with the method conf/method/<name>.yaml builds."""
-    check_config(cfg)  # types, ranges, save_teacher's words (config.py)
-    method = build_method(cfg)
-    student_start(cfg)  # a named start that cannot be built is refused before anything loads
-    data = task_data(cfg)  # task=custom: its files are read and checked here
-    hw = _hardware(cfg)
-    if cfg.model.student.start == "teacher":  # the student alone (method=finetune) too starts from the teacher
-        check_finetuned_config(cfg.teacher_dir, data.task, "Teacher (model.student.start=teacher)",
-                               finetune_hint(data.task, cfg.teacher_dir) + " Or start the student from the "
-                               "pretrained layers: model.student.start=pretrained.")
-    method = method.for_hardware(hw)
-    _check_outputs(cfg, hw)
-    splits = data.training_splits()  # every bad file refused before any model is loaded
-    check_quiz_fits(splits, method.quiz_examples(), cfg.data.get("max_train_samples"))
-    teacher = _load_teacher(cfg, data.task, method)
-    with _staged(cfg) as (out, stage, resume_from):
-        student, tokenizer, pairs = _load_student(cfg, data.task, method, teacher)
-        best = _run_distil(cfg, hw, data.task, method=method, models=(teacher, student, pairs), tokenizer=tokenizer,
-                           splits=splits, stage=stage, resume_from=resume_from)
-        _save_updated_teacher(cfg, method, teacher, tokenizer, stage)
-    return _publish_student(cfg, data.task, best, method=method, teacher=teacher, student=student, stage=stage,
-                            out=out)
-
-
-def _load_teacher(cfg: DictConfig, task: Task, method: Method):
-    """The fine-tuned teacher, or None for a method without one."""
-    if not method.needs_teacher:
-        return None
-    return load_finetuned(cfg.teacher_dir, task, "Teacher", finetune_hint(task, cfg.teacher_dir))
-
-
-def _load_student(cfg: DictConfig, task: Task, method: Method, teacher):
-    """(student, tokenizer, teacher/student parameter pairs or None), seeded: the student's new head."""
-    pl.seed_everything(cfg.seed, workers=True)
-    init, source = student_start(cfg)
-    student = build_student(init, source, task, num_layers=cfg.model.student.num_layers, strategy=cfg.strategy.name)
-    tokenizer = load_tokenizer(cfg.teacher_dir if teacher is not None else source)
-    check_max_seq_length(cfg.max_seq_length, student.config.max_position_embeddings)
-    pairs = None
-    if teacher is not None:
-        mapping = layer_mapping(cfg.strategy.name, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
-        pairs = method.map_pairs(parameter_pairs(teacher, student, mapping), teacher)  # checks widths, vocab, labels
-        if _is_rank_zero():
-            print(f"layer mapping ({cfg.strategy.name}): {mapping}")  # plain, like every console line
-    return student, tokenizer, pairs
-
-
-def _run_distil(cfg: DictConfig, hw: Hardware, task: Task, *, method: Method, models: tuple, tokenizer, splits: dict,
-                stage: Path, resume_from: Path | None) -> BestOnDev:
-    """models: (teacher or None, student, parameter pairs or None)."""
-    teacher, student, pairs = models
-    dm = _datamodule(cfg, task, tokenizer, splits, quiz_examples=method.quiz_examples())
-    module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits],
-                          settings=distil_settings(cfg, method),
-                          student_optimizer=hydra.utils.instantiate(cfg.student_optimizer),
-                          teacher_optimizer=hydra.utils.instantiate(cfg.teacher_optimizer), pairs=pairs,
-                          quiz_batch=dm.quiz_batch)
-    identity = {"script": "train", "task": task.name, "method": method.name, "strategy": cfg.strategy.name,
-                "teacher_layers": teacher.config.num_hidden_layers if teacher is not None else None,
-                "student_layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size}
-    return _fit(cfg, hw, module=module, dm=dm, best=BestOnDev(stage / "student", tokenizer, cfg.patience), identity=identity,
-                resume_from=resume_from)
-
-
-def _save_updated_teacher(cfg: DictConfig, method: Method, teacher, tokenizer, stage: Path) -> None:
-    """A method that changes the teacher keeps it too (stage/teacher), unless save_teacher says not to."""
-    if method.teacher_learns and _is_rank_zero() and _save_teacher(cfg):
-        teacher.save_pretrained(stage / "teacher")
-        tokenizer.save_pretrained(stage / "teacher")
-
-
-def _publish_student(cfg: DictConfig, task: Task, best: BestOnDev, *, method: Method, teacher, student, stage: Path,
-                     out: Path) -> dict:
-    teacher_dir = Path(cfg.teacher_dir) if teacher is not None else None
-    summary = _summary(cfg, task, best, {"method": method.name, "strategy": cfg.strategy.name,
-                                         "teacher": str(cfg.teacher_dir) if teacher is not None else None,
-                                         "student_layers": student.config.num_hidden_layers})
-    if _is_rank_zero():  # README.md (Hugging Face model card) beside the student's weights
-        write_model_card(summary, stage / "student", teacher_dir, description=method.description)
-    _publish(stage, out, summary, summary_file="metrics.json", what=f"Student ({method.name}, {cfg.strategy.name})",
-             model_dir=out / "student")
-    return summary
-
-
-# --- predict.py ---------------------------------------------------------------------------------------------
-
-
-def predict(cfg: DictConfig) -> dict:
-    """Dev metrics (split=dev) or GLUE submission files (split=test) from a fine-tuned model or an export.
-
-    With export=onnx the model is first written for serving to export_dir, and that export then runs; the onnx
-    engine on a PyTorch model directory (engine=onnx or quantize=int8 without export) exports to a temporary one.
-    """
-    import tempfile
-
-    from ..inference.engines import is_onnx_dir, resolve_engine
-
-    check_config(cfg)  # types, ranges, split/engine/precision/quantize words (config.py)
-    data = task_data(cfg, cfg.model_dir)  # task=custom: labels from the model's config, its split read here
-    export = _export_request(cfg)
-    choice = resolve_engine("onnx" if export else cfg.engine, cfg.precision, cfg.quantize, cfg.model_dir)
-    out = _check_prediction_outputs(cfg, data.task)
-    splits = data.split(cfg.split)  # bad data: refused before the model
-    tokenizer = _load_prediction_tokenizer(cfg, data.task)
-    print(f"engine: {choice.note}")
-    result: dict = {"task": data.task.name, "model_dir": str(cfg.model_dir), "split": cfg.split,
-                    "engine": choice.engine, "precision": choice.precision}
-    with tempfile.TemporaryDirectory(prefix="reptiledistil-onnx-") as tmp:
-        if choice.engine == "onnx" and not is_onnx_dir(cfg.model_dir):  # export first: to export_dir, or a temp dir
-            target = Path(cfg.export_dir) if export else Path(tmp) / "model"
-            runner, check = _export_runner(cfg, data, choice, tokenizer=tokenizer, splits=splits, target=target,
-                                           export=export, result=result)
-        else:
-            runner, check = _model_runner(cfg, data.task, choice), None
-        _run_predictions(cfg, data.task, runner, tokenizer, splits=splits, check=check, out=out, result=result)
-    _publish_predictions(cfg, data.task, out, result)
-    return result
-
-
-def _model_hint(task: Task) -> str:
-    return ("AX is predicted with an MNLI model: pass model_dir=<an MNLI model directory>." if task.name == "ax"
-            else f"Pass model_dir=<a model fine-tuned or distilled on {task.name}>.")
-
-
-def _check_prediction_outputs(cfg: DictConfig, task: Task) -> Path:
-    """The files predict.py writes must not exist (unless overwrite=true) and output_dir must be writable."""
-    out = Path(cfg.output_dir)
-    written = ([out / s.submission for s in task.test_splits] if cfg.split == "test"
-               else [out / f"{task.name}_dev_metrics.json"])
-    clash = [f for f in written if f.exists()]
-    if clash and not cfg.overwrite:
-        raise ConfigError(f"{', '.join(map(str, clash))} already exist(s). Pass overwrite=true to replace, "
-                          "or choose another output_dir=<dir>.")
-    check_writable(out, "output_dir")
-    return out
-
-
-def _load_prediction_tokenizer(cfg: DictConfig, task: Task):
-    """The model directory's config checked against the task (no weights loaded yet), then its tokenizer."""
-    config = check_finetuned_config(cfg.model_dir, task, "Model", _model_hint(task))
-    check_max_seq_length(cfg.max_seq_length, config.max_position_embeddings)
-    return load_tokenizer(cfg.model_dir)
-
-
-def _model_runner(cfg: DictConfig, task: Task, choice):
-    """An ONNX export directory as it is, or the PyTorch model with the chosen engine."""
-    from ..inference.engines import OnnxRunner, TorchRunner
-
-    if choice.engine == "onnx":
-        return OnnxRunner(cfg.model_dir)
-    return TorchRunner(load_finetuned(cfg.model_dir, task, "Model", _model_hint(task)), choice)
-
-
-def _export_runner(cfg: DictConfig, data: TaskData, choice, *, tokenizer, splits: dict, target: Path, export: bool,
-                   result: dict):
-    """Export the PyTorch model to ONNX at `target` (export_dir, or a temporary folder) and run that; with
-    export=onnx and export_check, its dev metric is checked against the source model's. (runner, check or None)."""
-    from ..inference.engines import EngineChoice, OnnxRunner, TorchRunner, export_onnx, record_dev_check
-    from ..inference.submission import sample_batch
-
-    model = load_finetuned(cfg.model_dir, data.task, "Model", _model_hint(data.task))
-    sample = sample_batch(tokenizer, next(iter(splits.values())), cfg.max_seq_length)
-    export_onnx(model, tokenizer, target, quantize="int8" if choice.precision == "int8" else "none",
-                task=data.task.name, sample=sample, overwrite=cfg.overwrite, source=str(cfg.model_dir))
-    runner = OnnxRunner(target)
-    check = None
-    if export:
-        result["export_dir"] = str(target)
-        print(f"wrote the ONNX {choice.precision} model to {target}")
-    if export and cfg.export_check:
-        reference = TorchRunner(model, EngineChoice("torch", "fp32", "cpu", ""))
-        check = _dev_check(cfg, data, tokenizer, reference=reference, exported=runner, splits=splits)
-        if check is not None:
-            result["export_check"] = check
-            record_dev_check(target, check)
-    return runner, check
-
-
-def _run_predictions(cfg: DictConfig, task: Task, runner, tokenizer, *, splits: dict, check: dict | None, out: Path,
-                     result: dict) -> None:
-    """split=dev: metrics per split into `result`; split=test: one submission file per split."""
-    from ..data.metrics import compute_metrics, predictions
-    from ..inference.submission import format_predictions, predict_logits, write_submission
-
-    for name, ds in splits.items():
-        if cfg.split == "dev":
-            if check is not None:  # the export check has just scored the export on this split
-                m = check["splits"][name]["export"]
-            else:
-                logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
-                m = compute_metrics(task, predictions(task, logits), torch.tensor(ds["labels"]))
-            result[name] = m
-            print(f"{task.name} {name} ({len(ds)} examples): {format_metrics(m)}")
-        else:
-            logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
-            write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)
-            result[name] = str(out / name)
-            print(f"wrote {out / name} ({len(ds)} rows)")
-
-
-def _publish_predictions(cfg: DictConfig, task: Task, out: Path, result: dict) -> None:
-    """split=dev: the metrics file; split=test with zip=true: the submission zip."""
-    from ..inference.submission import zip_submissions
-
-    if cfg.split == "dev":
-        write_json_atomic(out / f"{task.name}_dev_metrics.json", result)
-    elif cfg.zip:
-        result["zip"] = str(zip_submissions(out))
-        print(f"wrote {result['zip']}")
-
-
-def _export_request(cfg: DictConfig) -> bool:
-    """export=onnx / export_dir= checked before anything is loaded: True when the model is to be exported."""
-    export, export_dir = cfg.get("export"), cfg.get("export_dir")
-    if export is None and export_dir is None:
-        return False
-    if str(export).lower() != "onnx":
-        raise ConfigError(f"export={export!r} is not supported; use export=onnx export_dir=<dir> (fp32, or int8 with "
-                          "quantize=int8), run by ONNX Runtime.")
-    if export_dir is None:
-        raise ConfigError("export=onnx writes a model directory: pass export_dir=<dir> too.")
-    if str(cfg.engine).lower() not in ("auto", "onnx"):
-        raise ConfigError(f"engine={cfg.engine} and export=onnx disagree: the export is what runs. Drop engine=.")
-    from ..inference.engines import is_export_dir
-
-    if is_export_dir(cfg.model_dir):
-        raise ConfigError(f"{cfg.model_dir} is already an export; export from the fp32 model directory it came from.")
-    check_output_dir(export_dir, cfg.overwrite)
-    check_writable(export_dir, "export_dir", beside=True)
-    return True
-
-
-def _dev_check(cfg: DictConfig, data: TaskData, tokenizer, *, reference, exported, splits: dict) -> dict | None:
-    """The export's dev metric against its source model's; warns loudly past max_metric_drop points."""
-    from ..data.metrics import compute_metrics, predictions, selection_score
-    from ..inference.submission import predict_logits
-
-    try:
-        dev = splits if cfg.split == "dev" else data.split("dev")
-    except ConfigError as e:
-        print(f"export check skipped (no labelled dev data: {e})")
-        return None
-    task = data.task
-    check: dict = {"max_metric_drop": float(cfg.max_metric_drop), "splits": {}}
-    for name, ds in dev.items():
-        labels = torch.tensor(ds["labels"])
-        m = {k: compute_metrics(task, predictions(task, predict_logits(r, tokenizer, ds, cfg.max_seq_length,
-                                                                       cfg.eval_batch_size)), labels)
-             for k, r in (("source", reference), ("export", exported))}
-        sel = {k: selection_score(task, v) for k, v in m.items()}
-        drop = 100 * (sel["source"] - sel["export"])
-        check["splits"][name] = {**m, "selection": sel, "drop_points": drop}
-        print(f"export check, {task.name} {name}: source {100 * sel['source']:.2f}, export "
-              f"{100 * sel['export']:.2f} ({-drop:+.2f} points)")
-        if drop > cfg.max_metric_drop:
-            print(f"\n{'!' * 78}\nWARNING: the export loses {drop:.2f} points of dev metric on {task.name} {name} "
-                  f"(more than max_metric_drop={cfg.max_metric_drop:g}).\nServe the fp32 model or export=onnx without "
-                  f"quantize=int8, or accept the loss knowingly.\n{'!' * 78}\n", file=sys.stderr)
-    return check

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,10 +13,9 @@ from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
 from ..data.datamodule import model_inputs
 from ..models.layer_map import ParamPairs
-from ..methods.losses import kd_loss_terms, task_loss
+from ..methods.losses import clip_grads_, kd_loss_terms, task_loss
 from ..methods.base import Method
 from ..data.metrics import build_metrics, predictions, selection_score
-from ..methods.reptile_maths import clip_grads_, relative_drift
 from ..data.tasks import Task
 
 
@@ -55,6 +55,46 @@ def make_optimizer(optimizer: Callable, model: nn.Module, total_steps: int, warm
     opt = optimizer(param_groups(model, wd))
     sched = get_linear_schedule_with_warmup(opt, int(warmup_ratio * total_steps), total_steps)
     return opt, sched
+
+
+def layer_group(name: str) -> str:
+    """`bert.encoder.layer.3.attention...` -> `layer_3`; embeddings, pooler and the task head by name."""
+    m = re.search(r"\.layer\.(\d+)\.", name)
+    if m:
+        return f"layer_{m.group(1)}"
+    return next((g for g in ("embeddings", "pooler") if g in name), "head")
+
+
+@torch.no_grad()
+def relative_drift(start: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per layer group, ||theta - theta_start|| / ||theta_start|| over the group's parameters (L2)."""
+    diff: dict[str, float] = {}
+    base: dict[str, float] = {}
+    for name, t0 in start.items():
+        g = layer_group(name)
+        diff[g] = diff.get(g, 0.0) + float((current[name].float() - t0.float()).pow(2).sum())
+        base[g] = base.get(g, 0.0) + float(t0.float().pow(2).sum())
+    return {g: (diff[g] / base[g]) ** 0.5 if base[g] else 0.0 for g in diff}
+
+
+def _require_fp32(**nets) -> None:
+    for name, net in nets.items():
+        if net is not None and any(p.dtype != torch.float32 for p in net.parameters()):
+            raise TypeError(f"The {name}'s weights must be fp32 (mixed precision keeps fp32 master weights); "
+                            "load it with dtype=torch.float32.")
+
+
+class TeacherDrift:
+    """How far a learning teacher has moved from its fine-tuned weights, per layer group (the paper's idea, made
+    visible). The start is copied when built, before a resume restores the updated weights; on the CPU: no GPU
+    memory."""
+
+    def __init__(self, watched: list[tuple[str, nn.Parameter]]):
+        self.watched = watched
+        self.start = {n: p.detach().cpu().clone() for n, p in watched}
+
+    def __call__(self) -> dict[str, float]:
+        return relative_drift(self.start, {n: p.detach().cpu() for n, p in self.watched})
 
 
 class GlueModule(pl.LightningModule):
@@ -168,21 +208,18 @@ class DistilModule(GlueModule):
         self.automatic_optimization = False
         self.teacher, self.student = teacher, student.train()
         self.settings = s = settings
-        self.method, self.alpha, self.temperature = s.method, s.alpha, s.temperature
+        self.method, self.alpha, self.temperature, self.warmup_ratio = s.method, s.alpha, s.temperature, s.warmup_ratio
+        self.regression = task.is_regression
         self.student_optimizer, self.teacher_optimizer = student_optimizer, teacher_optimizer
         self.pairs = pairs
         self.quiz_batch = quiz_batch  # (step, rank) -> a held-out batch, for a method with a quiz set
         self.outer_step = 0  # batches trained on; Lightning's global_step counts the student's optimizer steps
         self.skipped_steps = 0  # fp16 only: batches skipped because a gradient overflowed
         self.teacher_record: dict = {}  # what the method's last teacher step logged
-        # A teacher that learns is measured every epoch: its own dev score and its drift from the fine-tuned
-        # weights per layer (the paper's idea, made visible).
+        # A teacher that learns is measured every epoch: its own dev score and its drift (TeacherDrift).
         learns = self.method.teacher_learns
         self.teacher_metrics = nn.ModuleList([build_metrics(task) for _ in eval_names]) if learns else None
-        self._watched = self.method.watched(teacher, pairs)
-        # The fine-tuned teacher, for its drift (on the CPU: no GPU memory); taken here, before a resume
-        # restores the updated weights.
-        self._teacher_start = {n: p.detach().cpu().clone() for n, p in self._watched}
+        self.teacher_drift = TeacherDrift(self.method.watched(teacher, pairs))
         if teacher is not None:
             # The teacher moves only through the method's step, never through the student's backward.
             teacher.requires_grad_(False)
@@ -202,26 +239,16 @@ class DistilModule(GlueModule):
         self.teacher.requires_grad_(False)
         return [opt_s, opt_t], [{"scheduler": sched_s, "interval": "step"}, {"scheduler": sched_t, "interval": "step"}]
 
-    @property
-    def warmup_ratio(self) -> float:
-        return self.settings.warmup_ratio
-
     def on_fit_start(self) -> None:
-        for name, net in (("student", self.student), ("teacher", self.teacher)):
-            if net is not None and any(p.dtype != torch.float32 for p in net.parameters()):
-                raise TypeError(f"The {name}'s weights must be fp32 (mixed precision keeps fp32 master weights); "
-                                "load it with dtype=torch.float32.")
-        # Per-parameter hyper-parameters of a method's own student step (Reptile's fast step): the student's
-        # groups, at the initial learning rate.
+        _require_fp32(student=self.student, teacher=self.teacher)
+
+    # -- what a method's teacher step may use (methods.base.Loop) ------------------------------------------------
+    def student_param_groups(self) -> list[dict]:
         opts = self.optimizers()
-        opt = opts[0] if isinstance(opts, list) else opts
-        hp = {}
-        for g in opt.optimizer.param_groups:
-            for p in g["params"]:
-                hp[p] = (g.get("initial_lr", g["lr"]), g["weight_decay"], g["betas"], g["eps"])
-        self.student_named = [(n, p) for n, p in self.student.named_parameters() if p in hp]
-        self.student_params = [p for _, p in self.student_named]
-        self.fast_hp = [hp[p] for p in self.student_params]
+        return (opts[0] if isinstance(opts, list) else opts).optimizer.param_groups
+
+    def held_out_batch(self) -> dict[str, torch.Tensor]:  # by (step, process): a resumed run draws the same
+        return {k: v.to(self.device) for k, v in self.quiz_batch(self.outer_step, self.global_rank).items()}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["distil_counters"] = {"outer_step": self.outer_step, "skipped_steps": self.skipped_steps}
@@ -241,8 +268,7 @@ class DistilModule(GlueModule):
         if self.teacher_metrics is None:
             return
         teacher = {f"teacher_{k}": v for k, v in self.compute_eval(self.teacher_metrics).items()}
-        current = {n: p.detach().cpu() for n, p in self._watched}
-        drift = {f"teacher_drift_{g}": v for g, v in relative_drift(self._teacher_start, current).items()}
+        drift = {f"teacher_drift_{g}": v for g, v in self.teacher_drift().items()}
         self.last_eval.update({**teacher, **drift})
         self.log_dict({f"teacher_val/{k[8:]}": v for k, v in teacher.items()})
         self.log_dict({f"teacher_drift/{k[14:]}": v for k, v in drift.items()})
@@ -300,19 +326,12 @@ class DistilModule(GlueModule):
         self.outer_step += 1
         self.teacher_record = step.record
         self.log("train/loss", loss, prog_bar=True)
-        self.log_dict(self._step_record(task_term, kd_term, lrs, step.record))
+        # what a dashboard needs per step: both loss terms, both learning rates, the gradient norms
+        record = {"train/task_loss": task_term, "lr/student": lrs[0], "grad_norm/student": self.last_grad_norm,
+                  "epoch": float(self.current_epoch + 1),  # 1-based, as in metrics.json
+                  "train/kd_term": kd_term, "lr/teacher": lrs[1] if len(lrs) > 1 else None, **step.record}
+        self.log_dict({k: v for k, v in record.items() if v is not None})
         return loss
-
-    def _step_record(self, task_term, kd_term, lrs, teacher_record: dict) -> dict:
-        """What a dashboard needs per step: both loss terms, both learning rates, the gradient norms."""
-        rec = {"train/task_loss": task_term, "lr/student": lrs[0], "grad_norm/student": self.last_grad_norm,
-               "epoch": float(self.current_epoch + 1)}  # 1-based, as in metrics.json
-        if kd_term is not None:
-            rec["train/kd_term"] = kd_term
-        if len(lrs) > 1:
-            rec["lr/teacher"] = lrs[1]
-        rec.update(teacher_record)
-        return {k: v for k, v in rec.items() if v is not None}
 
     def _skip_batch(self, scaler: torch.amp.GradScaler | None) -> None:
         if scaler is not None:

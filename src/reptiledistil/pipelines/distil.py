@@ -1,0 +1,147 @@
+"""train.py: distil a fine-tuned teacher into a student with the method conf/method/<name>.yaml builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from ..config.naming import is_multirun
+from ..config.schema import check_config
+from ..core.errors import ConfigError
+from ..core.hardware import Hardware
+from ..data.datamodule import check_max_seq_length, check_quiz_fits
+from ..data.glue import task_data
+from ..data.tasks import Task
+from ..methods import Method, build_method
+from ..models.layer_map import layer_mapping, parameter_pairs
+from ..models.loading import build_student, check_finetuned_config, load_finetuned, load_tokenizer
+from ..report.model_card import write_model_card
+from ..training.callbacks import BestOnDev
+from ..training.fit import (check_outputs, datamodule, fit, is_rank_zero, publish_run, run_hardware, run_summary,
+                            staged)
+from ..training.modules import DistilModule, DistilSettings
+
+FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={task} (it writes {path})."
+
+
+def finetune_hint(task, teacher_dir) -> str:
+    """How to get a teacher for `task`: the path named is the one finetune_teacher.py writes for that task."""
+    path = f"model/{task.name}/teacher"  # conf/finetune_teacher.yaml's output_dir without overrides
+    task_arg = task.name + (" (with the same data.* keys)" if task.is_custom else "")
+    hint = FINETUNE_HINT.format(task=task_arg, path=path)
+    if Path(str(teacher_dir)) != Path(path):
+        hint = hint[:-1] + f"; then pass teacher_dir={path}."
+    return hint
+
+
+
+def _save_teacher(cfg: DictConfig) -> bool:
+    """save_teacher: auto saves the updated teacher for a single run; a sweep's jobs skip it (90-440 MB each).
+    The value was checked by check_config (auto, true or false)."""
+    value = str(cfg.get("save_teacher", "auto")).lower()
+    return not is_multirun() if value == "auto" else value == "true"
+
+
+def student_start(cfg: DictConfig) -> tuple[str, str]:
+    """(init, source) of the student. model.student.start=teacher: model.student.num_layers of the fine-tuned
+    teacher's layers (teacher_dir), picked by the strategy, its head included; pretrained: the preset's source."""
+    st = cfg.model.student
+    if st.start != "teacher":
+        return st.init, st.source
+    if st.num_layers is None:
+        raise ConfigError("model.student.start=teacher takes some of the teacher's layers: pass "
+                          "model.student.num_layers=<fewer than the teacher has>, e.g. 3.")
+    return "teacher_layers", str(cfg.teacher_dir)
+
+
+def distil_settings(cfg: DictConfig, method: Method) -> DistilSettings:
+    return DistilSettings(method=method, alpha=float(cfg.alpha), temperature=float(cfg.temperature),
+                          warmup_ratio=float(cfg.warmup_ratio), max_grad_norm=float(cfg.max_grad_norm))
+
+
+def distil(cfg: DictConfig) -> dict:
+    """Distil a fine-tuned teacher into a student with the method conf/method/<name>.yaml builds."""
+    check_config(cfg)  # types, ranges, save_teacher's words (config.py)
+    method = build_method(cfg)
+    student_start(cfg)  # a named start that cannot be built is refused before anything loads
+    data = task_data(cfg)  # task=custom: its files are read and checked here
+    hw = run_hardware(cfg)
+    if cfg.model.student.start == "teacher":  # the student alone (method=finetune) too starts from the teacher
+        check_finetuned_config(cfg.teacher_dir, data.task, "Teacher (model.student.start=teacher)",
+                               finetune_hint(data.task, cfg.teacher_dir) + " Or start the student from the "
+                               "pretrained layers: model.student.start=pretrained.")
+    method = method.for_hardware(hw)
+    check_outputs(cfg, hw)
+    splits = data.training_splits()  # every bad file refused before any model is loaded
+    check_quiz_fits(splits, method.quiz_examples(), cfg.data.get("max_train_samples"))
+    teacher = _load_teacher(cfg, data.task, method)
+    with staged(cfg) as (out, stage, resume_from):
+        student, tokenizer, pairs = _load_student(cfg, data.task, method, teacher)
+        best = _run_distil(cfg, hw, data.task, method=method, models=(teacher, student, pairs), tokenizer=tokenizer,
+                           splits=splits, stage=stage, resume_from=resume_from)
+        _save_updated_teacher(cfg, method, teacher, tokenizer, stage)
+    return _publish_student(cfg, data.task, best, method=method, teacher=teacher, student=student, stage=stage,
+                            out=out)
+
+
+def _load_teacher(cfg: DictConfig, task: Task, method: Method):
+    """The fine-tuned teacher, or None for a method without one."""
+    if not method.needs_teacher:
+        return None
+    return load_finetuned(cfg.teacher_dir, task, "Teacher", finetune_hint(task, cfg.teacher_dir))
+
+
+def _load_student(cfg: DictConfig, task: Task, method: Method, teacher):
+    """(student, tokenizer, teacher/student parameter pairs or None), seeded: the student's new head."""
+    pl.seed_everything(cfg.seed, workers=True)
+    init, source = student_start(cfg)
+    student = build_student(init, source, task, num_layers=cfg.model.student.num_layers, strategy=cfg.strategy.name)
+    tokenizer = load_tokenizer(cfg.teacher_dir if teacher is not None else source)
+    check_max_seq_length(cfg.max_seq_length, student.config.max_position_embeddings)
+    pairs = None
+    if teacher is not None:
+        mapping = layer_mapping(cfg.strategy.name, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+        pairs = method.map_pairs(parameter_pairs(teacher, student, mapping), teacher)  # checks widths, vocab, labels
+        if is_rank_zero():
+            print(f"layer mapping ({cfg.strategy.name}): {mapping}")  # plain, like every console line
+    return student, tokenizer, pairs
+
+
+def _run_distil(cfg: DictConfig, hw: Hardware, task: Task, *, method: Method, models: tuple, tokenizer, splits: dict,
+                stage: Path, resume_from: Path | None) -> BestOnDev:
+    """models: (teacher or None, student, parameter pairs or None)."""
+    teacher, student, pairs = models
+    dm = datamodule(cfg, task, tokenizer, splits, quiz_examples=method.quiz_examples())
+    module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits],
+                          settings=distil_settings(cfg, method),
+                          student_optimizer=hydra.utils.instantiate(cfg.student_optimizer),
+                          teacher_optimizer=hydra.utils.instantiate(cfg.teacher_optimizer), pairs=pairs,
+                          quiz_batch=dm.quiz_batch)
+    identity = {"script": "train", "task": task.name, "method": method.name, "strategy": cfg.strategy.name,
+                "teacher_layers": teacher.config.num_hidden_layers if teacher is not None else None,
+                "student_layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size}
+    return fit(cfg, hw, module=module, dm=dm, best=BestOnDev(stage / "student", tokenizer, cfg.patience), identity=identity,
+                resume_from=resume_from)
+
+
+def _save_updated_teacher(cfg: DictConfig, method: Method, teacher, tokenizer, stage: Path) -> None:
+    """A method that changes the teacher keeps it too (stage/teacher), unless save_teacher says not to."""
+    if method.teacher_learns and is_rank_zero() and _save_teacher(cfg):
+        teacher.save_pretrained(stage / "teacher")
+        tokenizer.save_pretrained(stage / "teacher")
+
+
+def _publish_student(cfg: DictConfig, task: Task, best: BestOnDev, *, method: Method, teacher, student, stage: Path,
+                     out: Path) -> dict:
+    teacher_dir = Path(cfg.teacher_dir) if teacher is not None else None
+    summary = run_summary(cfg, task, best, {"method": method.name, "strategy": cfg.strategy.name,
+                                         "teacher": str(cfg.teacher_dir) if teacher is not None else None,
+                                         "student_layers": student.config.num_hidden_layers})
+    if is_rank_zero():  # README.md (Hugging Face model card) beside the student's weights
+        write_model_card(summary, stage / "student", teacher_dir, description=method.description)
+    publish_run(stage, out, summary, summary_file="metrics.json", what=f"Student ({method.name}, {cfg.strategy.name})",
+             model_dir=out / "student")
+    return summary
