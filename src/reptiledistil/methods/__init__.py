@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import Method, TeacherStep
-from .finetune import Finetune
+from .student_alone import Finetune
 from .kd import KD
 from .metadistil import MetaDistil
 from .reptile import Reptile
