@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from reptiledistil.core.errors import ConfigError
-from reptiledistil.methods import KD, METHODS, Finetune, Reptile
+from reptiledistil.methods import KD, METHODS, StudentAlone, Reptile
 from reptiledistil.data.metrics import selection_score
 from reptiledistil.report.summary import majority_class_scores
 from reptiledistil.data.tasks import get_task
@@ -15,7 +15,7 @@ from reptiledistil.data.tasks import get_task
 COLUMNS = ("teacher", *(cls.key for cls in METHODS))
 TITLES = {"teacher": "teacher", **{cls.key: cls.title for cls in METHODS}}
 LEARNERS = tuple(cls.key for cls in METHODS if cls.teacher_learns)  # the teacher changes while it teaches
-ALWAYS_SHOWN = ("teacher", *(cls.key for cls in (Finetune, KD, Reptile)))  # the paper's comparison; others once run
+ALWAYS_SHOWN = ("teacher", *(cls.key for cls in (StudentAlone, KD, Reptile)))  # the paper's comparison; others once run
 # What GLUE reports per task (x100); the mean of the selection metrics decides the chart and the differences.
 SHOWN = {"cola": ("mcc",), "sst2": ("accuracy",), "mrpc": ("f1", "accuracy"), "stsb": ("pearson", "spearman"),
          "qqp": ("f1", "accuracy"), "qnli": ("accuracy",), "rte": ("accuracy",), "wnli": ("accuracy",),

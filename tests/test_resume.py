@@ -33,7 +33,7 @@ from reptiledistil.pipelines.teacher import finetune
 kill = os.environ.get("KILL_AT")
 if kill:
     sig, at = (int(x) for x in kill.split(":"))
-    for cls in (m.DistilModule, m.FinetuneModule):
+    for cls in (m.DistilModule, m.TeacherModule):
         def step(self, batch, batch_idx, _orig=cls.training_step):
             if self.trainer.global_step == at or getattr(self, "outer_step", -1) == at:
                 os.kill(os.getpid(), sig)

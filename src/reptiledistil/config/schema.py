@@ -72,7 +72,7 @@ class StudentConfig:
 
 
 @dataclass
-class FinetuneSettings:
+class TeacherSchedule:
     lr: float = setting("the teacher's learning rate in this preset", **POSITIVE)
     epochs: int = setting("the teacher's epochs in this preset", **COUNT)
     patience: Optional[int] = setting("stop the teacher once its dev score has not improved for this many epochs; "
@@ -80,7 +80,7 @@ class FinetuneSettings:
 
 
 @dataclass
-class DistilSettings:
+class StudentSchedule:
     epochs: int = setting("the student's epochs in this preset", **COUNT)
     patience: Optional[int] = setting("stop the student once its dev score has not improved for this many epochs; "
                                       "null: train all epochs", default=None, **COUNT)
@@ -91,8 +91,8 @@ class ModelConfig:
     name: str = setting("the preset (conf/model/)")
     teacher_init: str = setting("the pretrained teacher: a model directory or hub id")
     student: StudentConfig = group(StudentConfig)
-    finetune: FinetuneSettings = group(FinetuneSettings)
-    distil: DistilSettings = group(DistilSettings)
+    finetune: TeacherSchedule = group(TeacherSchedule)
+    distil: StudentSchedule = group(StudentSchedule)
 
 
 @dataclass

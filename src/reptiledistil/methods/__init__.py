@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from .base import Method, TeacherStep
-from .student_alone import Finetune
+from .student_alone import StudentAlone
 from .kd import KD
 from .metadistil import MetaDistil
 from .reptile import Reptile
 
 # The methods this package ships, in the order reports show them (a tests-only or user method need not be here:
 # train.py builds whatever class conf/method/<name>.yaml names).
-METHODS: tuple[type[Method], ...] = (Finetune, KD, Reptile, MetaDistil)
+METHODS: tuple[type[Method], ...] = (StudentAlone, KD, Reptile, MetaDistil)
 
 
 def build_method(cfg) -> Method:
@@ -44,4 +44,4 @@ def method_class(key: str) -> type[Method] | None:
     return next((cls for cls in METHODS if cls.key == key), None)
 
 
-__all__ = ["METHODS", "Method", "build_method", "TeacherStep", "Finetune", "KD", "Reptile", "MetaDistil", "method_class"]
+__all__ = ["METHODS", "Method", "build_method", "TeacherStep", "StudentAlone", "KD", "Reptile", "MetaDistil", "method_class"]

@@ -9,7 +9,7 @@ from .base import Method
 
 
 @dataclass(frozen=True)
-class Finetune(Method):
+class StudentAlone(Method):
     key: ClassVar[str] = "finetune"
     title: ClassVar[str] = "student alone"
     description: ClassVar[str] = "fine-tuning on the labels alone (no teacher)"

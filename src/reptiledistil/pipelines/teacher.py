@@ -16,7 +16,7 @@ from ..data.tasks import Task
 from ..models.loading import load_for_finetuning, load_tokenizer
 from ..training.callbacks import BestOnDev
 from ..training.fit import check_outputs, datamodule, fit, publish_run, run_hardware, run_summary, staged
-from ..training.modules import FinetuneModule
+from ..training.modules import TeacherModule
 
 
 def finetune(cfg: DictConfig) -> dict:
@@ -44,7 +44,7 @@ def _load_finetune(cfg: DictConfig, task: Task):
 
 def _run_finetune(cfg: DictConfig, hw: Hardware, task: Task, *, model, tokenizer, splits: dict, stage: Path,
                   resume_from: Path | None) -> BestOnDev:
-    module = FinetuneModule(model, task, [s.name for s in task.eval_splits], hydra.utils.instantiate(cfg.optimizer),
+    module = TeacherModule(model, task, [s.name for s in task.eval_splits], hydra.utils.instantiate(cfg.optimizer),
                             warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm)
     identity = {"script": "finetune_teacher", "task": task.name, "layers": model.config.num_hidden_layers,
                 "hidden_size": model.config.hidden_size, "num_labels": model.config.num_labels}

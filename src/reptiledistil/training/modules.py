@@ -156,7 +156,7 @@ class GlueModule(pl.LightningModule):
             raise NonFiniteLossError(step, float(loss))
 
 
-class FinetuneModule(GlueModule):
+class TeacherModule(GlueModule):
     """Fine-tunes one model on the task (the teacher): AdamW, linear warmup/decay, clipping."""
 
     def __init__(self, model: PreTrainedModel, task: Task, eval_names: list[str], optimizer: Callable,
