@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import re
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from reptiledistil.core.files import write_json_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = RESULTS.parents[1]
@@ -83,7 +84,5 @@ def write_results(name: str, figures: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = portable({"command": " ".join([Path(sys.executable).name] + sys.argv),
                     "date": now.isoformat(timespec="seconds"), "machine": m, **figures})
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, doc)
     return path

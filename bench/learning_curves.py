@@ -70,10 +70,11 @@ def chart(task: str, grids: list[tuple[str, dict[str, list[dict]]]], out: Path) 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    from reptiledistil.core.files import atomic_file
+
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(out)
 
 
 def main() -> None:

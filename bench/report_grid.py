@@ -7,10 +7,11 @@ import statistics
 from pathlib import Path
 
 from reptiledistil.core.errors import ConfigError
-from reptiledistil.methods import KD, METHODS, StudentAlone, Reptile
+from reptiledistil.core.files import atomic_file, write_atomic
 from reptiledistil.data.metrics import selection_score
-from reptiledistil.report.summary import majority_class_scores
 from reptiledistil.data.tasks import get_task
+from reptiledistil.methods import KD, METHODS, Reptile, StudentAlone
+from reptiledistil.report.summary import majority_class_scores
 
 COLUMNS = ("teacher", *(cls.key for cls in METHODS))
 TITLES = {"teacher": "teacher", **{cls.key: cls.title for cls in METHODS}}
@@ -183,10 +184,9 @@ def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -
     ax.set_title(f"Preset {preset}: mean ± sd over seeds")
     ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))  # below: never over a bar
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def still_to_run(runs: dict, grid: dict[str, list[int]], methods: tuple[str, ...],
@@ -225,8 +225,6 @@ def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None =
         image = ""
     findings = results / FINDINGS
     notes = f"\n{findings.read_text().strip()}\n" if findings.is_file() else ""
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(markdown(rows, preset, columns, findings.is_file(), command) + todo + image + notes)
-    tmp.replace(md)
+    write_atomic(md, markdown(rows, preset, columns, findings.is_file(), command) + todo + image + notes)
     return md.read_text() + f"\nwrote {md}" + (f" and {results / 'methods.png'}" if image else
                                                 " (no chart: pip install matplotlib)")

@@ -38,10 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, portable  # noqa: E402
 
-from reptiledistil.methods import METHODS as METHOD_CLASSES, method_class  # noqa: E402
+from reptiledistil.core.files import write_json_atomic  # noqa: E402
 from reptiledistil.data.metrics import selection_score  # noqa: E402
-from reptiledistil.training.resume import checkpoint_path  # noqa: E402
 from reptiledistil.data.tasks import get_task  # noqa: E402
+from reptiledistil.methods import METHODS as METHOD_CLASSES, method_class  # noqa: E402
+from reptiledistil.training.resume import checkpoint_path  # noqa: E402
 
 METHODS = tuple(cls.key for cls in METHOD_CLASSES)
 # Small dev sets (RTE 277, MRPC 408 examples) need several seeds to say anything; the others get one.
@@ -95,9 +96,7 @@ def keep_or_resume(out: Path) -> str:
 
 def write_json(path: Path, doc: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(portable(doc), indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, portable(doc))
 
 
 def stamp() -> dict:

@@ -164,6 +164,22 @@ def test_no_function_or_class_longer_than_150_lines():
 
 
 @pytest.mark.parametrize("folder", ["src", "bench"])
+def test_files_are_renamed_into_place_by_core_files_alone(folder):
+    """One atomic-write helper (core/files.py: atomic_file, write_atomic, atomic_dir): no other module renames."""
+    renames = []
+    for path in _python_files(ROOT / folder):
+        if path == PKG / "core" / "files.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            f = node.func if isinstance(node, ast.Call) else None
+            # os.replace/os.rename, or Path.replace/rename (one argument; str.replace takes two)
+            if isinstance(f, ast.Attribute) and f.attr in ("replace", "rename") and (
+                    (isinstance(f.value, ast.Name) and f.value.id == "os") or len(node.args) + len(node.keywords) == 1):
+                renames.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert not renames, "\n".join(renames)
+
+
+@pytest.mark.parametrize("folder", ["src", "bench"])
 def test_no_call_with_more_than_5_positional_arguments(folder):
     calls = []
     for path in _python_files(ROOT / folder):

@@ -1,4 +1,4 @@
-"""outputs.py: nothing overwritten by accident, and no half-written result ever in place."""
+"""core/files.py: nothing overwritten by accident, and no half-written result ever in place."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import stat
 import pytest
 
 from reptiledistil.core.errors import ConfigError
-from reptiledistil.core.files import (atomic_dir, check_output_dir, publish, staging_dir, write_json_atomic,
-                                   write_text_atomic)
+from reptiledistil.core.files import (atomic_dir, atomic_file, check_output_dir, publish, staging_dir, write_atomic,
+                                    write_json_atomic)
 
 
 def listing(d):
@@ -110,27 +110,41 @@ def test_publish_and_staging_dir(tmp_path):
     assert listing(final) == ["m"] and not stage.exists() and listing(tmp_path) == ["out"]
 
 
-def test_write_text_atomic(tmp_path):
+def test_atomic_file_keeps_the_suffix_and_the_old_file_when_the_writer_fails(tmp_path):
+    path = tmp_path / "chart.png"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="writer failed"):
+        with atomic_file(path) as tmp:
+            assert tmp.suffix == ".png" and tmp.parent == tmp_path  # savefig reads the format from the suffix
+            tmp.write_bytes(b"half")
+            raise RuntimeError("the writer failed")
+    assert path.read_bytes() == b"old" and listing(tmp_path) == ["chart.png"]
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(b"new")
+    assert path.read_bytes() == b"new" and listing(tmp_path) == ["chart.png"]
+
+
+def test_write_atomic(tmp_path):
     path = tmp_path / "deep" / "f.tsv"
-    write_text_atomic(path, "one\n")
+    write_atomic(path, "one\n")
     assert path.read_text() == "one\n"
-    write_text_atomic(path, "two\n")
+    write_atomic(path, "two\n")
     assert path.read_text() == "two\n"
     assert listing(path.parent) == ["f.tsv"]  # no temp files left
 
 
-def test_write_text_atomic_failure_keeps_old(tmp_path):
+def test_write_atomic_failure_keeps_old(tmp_path):
     path = tmp_path / "f.txt"
     path.write_text("old")
     with pytest.raises(UnicodeEncodeError):
-        write_text_atomic(path, "bad \udc80 surrogate")
+        write_atomic(path, "bad \udc80 surrogate")
     assert path.read_text() == "old" and listing(tmp_path) == ["f.txt"]
 
 
-def test_write_text_atomic_mode_follows_umask(tmp_path):
+def test_write_atomic_mode_follows_umask(tmp_path):
     old = os.umask(0o027)
     try:
-        write_text_atomic(tmp_path / "f", "x")
+        write_atomic(tmp_path / "f", "x")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o640

@@ -1,4 +1,6 @@
-"""Writing results so that an interrupted run never leaves a half-written model, and nothing is overwritten by accident."""
+"""Writing results so that an interrupted run never leaves a half-written file or model, and nothing is overwritten by
+accident: every file the package and bench/ write goes through atomic_file (or atomic_dir for a folder); an output
+location is checked before anything slow."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .errors import ConfigError
 
@@ -63,19 +66,49 @@ def atomic_dir(final: str | Path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (with its suffix, for writers that read the format from it); it replaces
+    `path` when the block ends, and is deleted if the block fails. A reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; a result should not be
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """`data` (text as UTF-8) into `path`, atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+
+
 def write_json_atomic(path: str | Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def is_writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def check_writable(path, key: str, beside: bool = False) -> None:
+    """Refuse an output location that cannot be written, before anything slow: the nearest existing folder of
+    `path` (itself or a parent) must be writable. beside=True: results are staged in a sibling folder and
+    renamed into place, so it is the parent of `path` that must be writable."""
+    target = Path(path).expanduser().absolute()
+    folder = target.parent if beside else target
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{key}={path} cannot be created: {folder} is a file, not a folder. "
+                          f"Choose another {key}=<dir>.")
+    if not is_writable(folder):
+        raise ConfigError(f"{key}={path} cannot be written: {folder} is not writable (read-only folder or file "
+                          f"system). Choose a writable {key}=<dir>, or make {folder} writable.")

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..core.hardware import cpu_supports_bf16
-from ..core.files import atomic_dir, check_output_dir
+from ..core.files import atomic_dir, check_output_dir, write_json_atomic
 from ..models.loading import MARKER, OLD_INT8_MARKER, is_onnx_dir
 
 ENGINES = ("auto", "torch", "onnx")
@@ -296,14 +296,12 @@ def export_onnx(model: nn.Module, tokenizer, out_dir: str | Path, *, quantize: s
         raise ConfigError(f"quantize={quantize!r} is not supported; use one of {', '.join(QUANTIZE)}.")
     out = check_output_dir(out_dir, overwrite)
     with atomic_dir(out) as tmp:
-        raw, fused = tmp / "model.raw.onnx", tmp / "model.fused.onnx"
+        raw, fused = tmp / "model.raw.onnx", tmp / ("model.fused.onnx" if quantize == "int8" else MODEL_FILE)
         names = _export_graph(model, sample, raw)
         fusions = _optimize_graph(raw, fused, model.config)
         if quantize == "int8":
             _quantize_graph(fused, tmp / MODEL_FILE)
             fused.unlink()
-        else:
-            fused.replace(tmp / MODEL_FILE)
         raw.unlink()
         model.config.save_pretrained(tmp)
         if tokenizer is not None:
@@ -325,6 +323,4 @@ def record_dev_check(export_dir: str | Path, check: dict) -> None:
     path = Path(export_dir) / MARKER
     marker = json.loads(path.read_text(encoding="utf-8"))
     marker["dev_check"] = check
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json_atomic(path, marker)

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from ..core.files import write_text_atomic
+from ..core.files import atomic_file, write_atomic
 from ..data.datamodule import length_order, model_inputs, tokenize
 from ..data.tasks import Task
 
@@ -76,15 +76,13 @@ def write_submission(path: Path, indices: list, preds: list[str], id_header: str
     """`<id_header>\tprediction`, then one row per example (GLUE: index; task=custom: id)."""
     assert len(indices) == len(preds), (len(indices), len(preds))
     lines = [f"{id_header}\tprediction"] + [f"{i}\t{p}" for i, p in zip(indices, preds)]
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def zip_submissions(out_dir: Path, name: str = "glue_submission.zip") -> Path:
-    """Every submission .tsv in out_dir, in one zip for the GLUE server (written beside, then renamed)."""
+    """Every submission .tsv in out_dir, in one zip for the GLUE server (written atomically)."""
     target = out_dir / name
-    tmp = out_dir / f".{name}.tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+    with atomic_file(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted(out_dir.glob("*.tsv")):
             z.write(f, f.name)
-    tmp.replace(target)
     return target

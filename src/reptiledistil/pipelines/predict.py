@@ -9,9 +9,8 @@ import torch
 from omegaconf import DictConfig
 
 from ..config.schema import check_config
-from ..core.checks import check_writable
 from ..core.errors import ConfigError
-from ..core.files import check_output_dir, write_json_atomic
+from ..core.files import check_output_dir, check_writable, write_json_atomic
 from ..data.glue import TaskData, task_data
 from ..data.datamodule import check_max_seq_length
 from ..data.metrics import format_metrics

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..methods import method_class
-from ..core.files import write_text_atomic
+from ..core.files import write_atomic
 from .summary import count_parameters, measure_speedup
 
 
@@ -50,5 +50,5 @@ def write_model_card(summary: dict, student_dir: Path, teacher_dir: Path | None,
     n_teacher = count_parameters(teacher_dir) if teacher_dir else None
     speed = measure_speedup(teacher_dir, student_dir, batch=8, rounds=3) if teacher_dir else None
     path = student_dir / "README.md"
-    write_text_atomic(path, model_card(summary, n_student, n_teacher, speed, description))
+    write_atomic(path, model_card(summary, n_student, n_teacher, speed, description))
     return path

@@ -20,11 +20,11 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..core.files import write_atomic
 from ..methods import METHODS
 from ..data.tasks import TASKS
 
@@ -311,21 +311,6 @@ def heatmap_png(sweep: Sweep) -> bytes:
 
 # --- writing ------------------------------------------------------------------------------------------------
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a report should not be
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render(runs: list[Run], dirs: list[Path], charts: list[str]) -> str:
     """report.md: where the runs came from, the runs table, the sweeps, the GLUE-style table."""
     counts = ", ".join(f"`{d}` ({sum(r.found_in == d for r in runs)})" for d in dirs)
@@ -363,7 +348,7 @@ def write_all(dirs: list[Path], out: Path) -> list[Path]:
         written.append(out / sweep.filename)
         charts.append(f"![{sweep.task} {sweep.method}: {p1} x {p2}]({sweep.filename})")
     report = out / "report.md"
-    write_atomic(report, render(runs, dirs, charts).encode())  # last, so the images it links to exist
+    write_atomic(report, render(runs, dirs, charts))  # last, so the images it links to exist
     return [report, *written]
 
 

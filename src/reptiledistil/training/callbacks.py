@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import signal
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
 
-from ..core.files import atomic_dir
+from ..core.files import atomic_dir, atomic_file
 
 
 class EpochProgressBar(TQDMProgressBar):
@@ -159,10 +158,11 @@ class ResumableCheckpoint(pl.Callback):
             self._stop(trainer)
 
     def save(self, trainer) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        if not trainer.is_global_zero:
+            trainer.save_checkpoint(self.path)  # every rank calls it; only rank 0 writes
+            return
+        with atomic_file(self.path) as tmp:
+            trainer.save_checkpoint(tmp)
 
     # -- stopping on a signal -----------------------------------------------------------------------------
     def _request_stop(self, signum, frame) -> None:

@@ -15,9 +15,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.naming import basename
-from ..core.checks import check_writable
 from ..core.errors import ConfigError
-from ..core.files import check_output_dir, publish, staging_dir, write_json_atomic
+from ..core.files import check_output_dir, check_writable, publish, staging_dir, write_json_atomic
 from ..core.hardware import Hardware, resolve_hardware
 from ..data.datamodule import DataSettings, GlueDataModule
 from ..data.metrics import format_metrics
