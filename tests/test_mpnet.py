@@ -42,12 +42,13 @@ def save_tiny_mpnet(path: Path, layers: int = 12, hidden: int = 32) -> Path:
     return path
 
 
-def _script(name: str, args: list[str], cwd: Path) -> str:
+def _script(name: str, args: list[str], cwd: Path, returncode: int = 0) -> str:
+    """Run a script as a user does, in `cwd`; its output."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     res = subprocess.run([sys.executable, str(ROOT / name), *args, f"hydra.run.dir={cwd / 'logs'}"], cwd=cwd,
                          capture_output=True, text=True, timeout=600, env=env)
-    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    return res.stdout
+    assert res.returncode == returncode, (res.stdout + res.stderr)[-3000:]
+    return res.stdout + res.stderr
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +121,11 @@ def test_without_the_offline_copy_and_the_hub_the_error_names_the_install_comman
         finetune(compose_cfg("finetune_teacher", quick(tmp_path, glue) + [
             "model=mpnet_base", "task=stsb", f"output_dir={tmp_path / 'teacher'}"]))
     assert not (tmp_path / "teacher").exists()
+
+
+def test_train_py_looks_for_the_teacher_finetune_teacher_py_wrote_with_the_same_preset(tmp_path):
+    glue = write_glue(tmp_path / "glue_data")
+    out = _script("train.py", ["model=mpnet_base", "task=stsb", f"data.glue_dir={glue}"], tmp_path, returncode=2)
+    assert f"{tmp_path / 'model/stsb/teacher-modelmpnet_base'} does not exist" in out, out
+    assert "python finetune_teacher.py task=stsb model=mpnet_base (it writes model/stsb/teacher-modelmpnet_base)." \
+        in out, out
