@@ -80,9 +80,9 @@ def _mpnet_dir() -> str:
 
 
 def register_resolvers() -> None:
-    """`${minilm_dir:}` and `${mpnet_dir:}` (conf/model/), `${num:x}`, `${run_suffix:}` and `${teacher_suffix:}` (run names,
-    naming.py),
-    `${sweep_group:}` and `${basename:}` (logger names), and the scripts' schemas (config.py, `<script>_schema`).
+    """`${minilm_dir:}` and `${mpnet_dir:}` (conf/model/), `${num:x}`, `${run_suffix:}` and `${teacher_suffix:}`
+    (run names, naming.py), `${sweep_group:}` and `${basename:}` (logger names), and the scripts' schemas
+    (config.py, `<script>_schema`).
     Called by the entry scripts (and tests) before Hydra composes a config."""
     from omegaconf import OmegaConf
 

