@@ -8,7 +8,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from ..config.naming import is_multirun
+from ..config.naming import is_multirun, preset_override, teacher_suffix
 from ..config.schema import check_config
 from ..core.errors import ConfigError
 from ..core.hardware import Hardware
@@ -28,9 +28,11 @@ FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={tas
 
 
 def finetune_hint(task, teacher_dir) -> str:
-    """How to get a teacher for `task`: the path named is the one finetune_teacher.py writes for that task."""
-    path = f"model/{task.name}/teacher"  # conf/finetune_teacher.yaml's output_dir without overrides
-    task_arg = task.name + (" (with the same data.* keys)" if task.is_custom else "")
+    """How to get a teacher for `task` (and the preset, model=<preset>): the path named is the one
+    finetune_teacher.py writes for them."""
+    path = f"model/{task.name}/teacher{teacher_suffix()}"  # conf/finetune_teacher.yaml's output_dir
+    preset = preset_override()
+    task_arg = task.name + (f" {preset}" if preset else "") + (" (with the same data.* keys)" if task.is_custom else "")
     hint = FINETUNE_HINT.format(task=task_arg, path=path)
     if Path(str(teacher_dir)) != Path(path):
         hint = hint[:-1] + f"; then pass teacher_dir={path}."
