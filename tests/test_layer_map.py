@@ -33,8 +33,11 @@ def test_mapping_refusals():
     with pytest.raises(ConfigError, match="multiple of the student"):
         layer_mapping("both", 6, 4)
     assert layer_mapping("last", 12, 5) == [[7], [8], [9], [10], [11]]
-    with pytest.raises(ConfigError, match="first, last, skip, both"):
-        layer_mapping("middle", 12, 6)
+    from conftest import compose_cfg
+    from reptiledistil.config.schema import check_config
+
+    with pytest.raises(ConfigError, match=r"strategy\.name=middle is not one of first, last, skip, both"):
+        check_config(compose_cfg("train", ["strategy.name=middle"]))  # the schema's words: the mapping sees no other
 
 
 def _bert(layers, hidden=32, labels=2, seed=0):

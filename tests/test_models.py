@@ -194,9 +194,12 @@ def test_build_student_default_depth_and_pretrained(tiny_bert):
     assert pre.config.num_hidden_layers == 4 and pre.config.num_labels == 1
 
 
-def test_build_student_bad_init(tiny_bert):
-    with pytest.raises(ConfigError, match="student.init must be 'pretrained' or 'teacher_layers', got 'random'"):
-        build_student("random", str(tiny_bert), get_task("rte"))
+def test_a_student_init_other_than_the_schemas_words_is_refused_before_building():
+    from conftest import compose_cfg
+    from reptiledistil.config.schema import check_config
+
+    with pytest.raises(ConfigError, match=r"model\.student\.init=random is not one of pretrained, teacher_layers"):
+        check_config(compose_cfg("train", ["model.student.start=pretrained", "model.student.init=random"]))
 
 
 def test_build_student_deeper_than_source(tiny_bert):

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import compose_cfg
+from reptiledistil.config.schema import check_config
 from reptiledistil.data.datamodule import DataSettings, GlueDataModule, check_max_seq_length, model_inputs, subsample, tokenize
 from reptiledistil.data.glue import DEFAULT_GLUE_DIRS, load_split, read_tsv, resolve_glue_dir
 from reptiledistil.core.errors import ConfigError
@@ -163,8 +165,8 @@ def test_ax_has_no_train_or_dev(glue_dir):
 def test_bad_split_and_source(glue_dir):
     with pytest.raises(ConfigError, match="split must be train, dev or test, got 'valid'"):
         load_split(get_task("rte"), "valid", str(glue_dir))
-    with pytest.raises(ConfigError, match="data.source must be 'tsv' or 'hub'"):
-        load_split(get_task("rte"), "dev", str(glue_dir), source="csv")
+    with pytest.raises(ConfigError, match=r"data\.source=csv is not one of tsv, hub \(tsv: glue_data"):
+        check_config(compose_cfg("train", ["data.source=csv"]))  # the schema's words: loading never sees another
 
 
 # --- bad input ----------------------------------------------------------------------------------------------
@@ -376,5 +378,5 @@ def test_check_max_seq_length():
     with pytest.raises(ConfigError, match=r"max_seq_length=256 exceeds the model's position limit \(128\)\. "
                                           r"Set max_seq_length<=128"):
         check_max_seq_length(256, 128)
-    with pytest.raises(ConfigError, match="max_seq_length=4 is too short; use at least 8"):
-        check_max_seq_length(4, 128)
+    with pytest.raises(ConfigError, match=r"max_seq_length=4 must be at least 8 \(tokens per example"):
+        check_config(compose_cfg("predict", ["max_seq_length=4"]))  # the lower bound is the schema's

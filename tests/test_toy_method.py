@@ -46,14 +46,20 @@ def test_a_method_from_outside_the_package_trains_and_moves_the_teacher(rte_teac
 
 
 def test_a_methods_own_field_is_checked_by_its_rule():
-    """A method declares its fields' rules with methods.base.setting, checked like every config key (rules.py)."""
+    """A method declares its fields with core/rules.setting (methods.base re-exports it); the class its `_target_`
+    names gives them to the config's checker, so method.rate=2 is refused like any key, before the method is built."""
     import pytest
 
+    from conftest import compose_cfg
+    from reptiledistil.config.schema import check_config
     from reptiledistil.core.errors import ConfigError
-    from toy_method import Toy
 
-    assert Toy(name="toy", teacher_lr=None, rate=1).rate == 1
+    def check(value):
+        overrides = [f"hydra.searchpath=[file://{TESTS / 'conf'}]", "method=toy", f"method.rate={value}"]
+        return check_config(compose_cfg("train", overrides), overrides)
+
+    assert check(1).method.rate == 1
     with pytest.raises(ConfigError, match=r"method\.rate=2 must be in \(0, 1\] \(the fraction .*method\.rate=0\.1\)"):
-        Toy(name="toy", teacher_lr=None, rate=2)
+        check(2)
     with pytest.raises(ConfigError, match=r"method\.rate='fast' must be a number"):
-        Toy(name="toy", teacher_lr=None, rate="fast")
+        check("fast")

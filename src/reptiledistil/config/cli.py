@@ -32,9 +32,10 @@ def report_errors(fn):
             _state["full_error_set_here"] = False
         try:
             if args:  # ranges, allowed words and keys this script does not use: before any library loads
+                from .naming import current_overrides
                 from .schema import check_config
 
-                check_config(args[0])
+                check_config(args[0], current_overrides())
             quiet_libraries()
             return fn(*args, **kwargs)
         except ConfigError as e:

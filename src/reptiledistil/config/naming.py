@@ -9,14 +9,7 @@ under two names and predict.py's default path finds it.
 
 from __future__ import annotations
 
-# Overrides that say where things go or how they are shown, not what is trained: never part of a name.
-NOT_IN_NAME = ("task", "method", "strategy", "alpha", "temperature", "output_dir", "teacher_dir", "log_dir",
-               "overwrite", "resume", "save_teacher", "data.glue_dir", "data.num_workers", "logger", "hydra",
-               "trainer.enable_progress_bar", "trainer.devices", "trainer.accelerator", "trainer.num_nodes",
-               "trainer.strategy", "trainer", "trainer.log_every_n_steps", "checkpoint_every_n_steps", "eval_batch_size",
-               # task=custom: which data (like task=), so finetune_teacher.py, train.py and predict.py agree on paths
-               "data.train_file", "data.validation_file", "data.test_file", "data.text_columns", "data.label_column",
-               "data.id_column", "data.task_type")
+from .schema import flags_of
 
 
 def format_number(value) -> str:
@@ -40,8 +33,8 @@ def name_suffix(overrides: list[str]) -> str:
     for o in sorted(overrides, key=_key):
         key = _key(o)
         raw = o.split("=", 1)[1] if "=" in o else ""
-        if "=" not in o or "/" in raw or key in NOT_IN_NAME or key.startswith(("hydra.", "logger.")):
-            continue  # paths (and hub ids) say where a model comes from, and would make unusable folder names
+        if "=" not in o or "/" in raw or key.split(".")[0] == "hydra" or not flags_of(key)[1]:
+            continue  # not named (its field says so: schema.py), Hydra's own, or a path (an unusable folder name)
         value = format_number(raw).replace(" ", "")
         parts.append(f"-{key}{value}")  # no "=": a path holding one could not be passed back as key=value
     return "".join(parts)

@@ -1,18 +1,19 @@
 """The typed config of the three scripts: one dataclass schema per script and per config group.
 
 Where things live:
-  * default values: the YAML files in conf/ (with their comments), as before; the schema fields are MISSING;
+  * default values: the YAML files in conf/ (with their comments); the schema fields are MISSING;
   * type: the dataclass annotation. OmegaConf converts and refuses while Hydra composes (overwrite=no is false,
     alpha=abc or batch_size=8.0 is refused), and cli.hydra_error_message turns the refusal into `error: ...`;
-  * range, allowed words and help: the field's metadata (`setting(...)` below), checked by check_config() once
-    the config is composed: by the scripts before any library is imported (cli.report_errors) and by the run
-    functions (run.finetune/distil/predict) for callers that compose a config themselves.
+  * everything else about a setting is its field (`setting(...)`, core/rules.py): help, range or allowed words
+    (checked by check_config once the config is composed: by the scripts before any library is imported, and by
+    the pipelines for callers that compose a config themselves), and whether it changes the result (read by run
+    names, naming.py, and by the settings a checkpoint stores, training/resume.py: flags_of).
 Keys a script does not use are refused with the reason (SCOPE, and the missing fields of PredictConfig).
 
-Open on purpose (typed `Any`): `method` (typed by its own classes, reptiledistil.methods), `trainer` and
-`logger` (their keys are Lightning's and the logger's, checked when instantiated; trainer.accelerator and
-trainer.precision are checked by hardware.py first), `resume` (false | true | <checkpoint file>: resume.py),
-`data.text_columns` (a list or one name: custom_data.py).
+Open on purpose (typed `Any`): `method` (its fields are its class's, the one its `_target_` names: checked by the
+same rules when the method is built), `trainer` and `logger` (their keys are Lightning's and the logger's, checked
+when instantiated; trainer.accelerator and trainer.precision by core/hardware.py; TrainerKeys declares those this
+project knows), `resume` (false | true | <checkpoint file>: resume.py), `data.text_columns` (a list or one name).
 
 Light on purpose: dataclasses and omegaconf only, no torch.
 """
@@ -28,17 +29,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from ..core.errors import ConfigError
-from ..core.rules import KINDS, check_value, rule
-
-
-def setting(help: str, *, default=MISSING, **limits):
-    """A schema field: its help, and its range (numbers) or allowed words (strings) (rules.rule); the default is
-    the YAML's."""
-    return field(default=default, metadata=rule(help, **limits))
-
-
-def group(cls):
-    return field(default_factory=cls)
+from ..core.rules import KINDS, check_fields, group, rule, setting
 
 
 POSITIVE = {"low": 0, "low_open": True}
@@ -50,13 +41,13 @@ COUNT = {"low": 1}  # a whole number of things: zero or fewer is refused
 
 @dataclass
 class TaskConfig:
-    name: str = setting("the task: a GLUE task (conf/task/) or custom")
+    name: str = setting("the task: a GLUE task (conf/task/) or custom", named=False)  # model/<task>/...
 
 
 @dataclass
 class StrategyConfig:
-    name: str = setting("which teacher layers the student's layers come from and pair with",
-                        choices=("first", "last", "skip", "both"))
+    name: str = setting("which teacher layers the student's layers come from and pair with (models/layer_map.py)",
+                        choices=("first", "last", "skip", "both"), named=False)  # <method>-<strategy>-...
 
 
 @dataclass
@@ -66,7 +57,7 @@ class StudentConfig:
                          choices=("pretrained", "teacher"))
     init: str = setting("pretrained: load model.student.source as is; teacher_layers: take model.student.num_layers "
                         "of its layers", choices=("pretrained", "teacher_layers"))
-    source: str = setting("a model directory or hub id")
+    source: str = setting("a model directory or hub id", result=False, named=True)  # where it is; named unless a path
     num_layers: Optional[int] = setting("the student's layers (init=teacher_layers); null: as many as "
                                         "model.student.source has", **COUNT)
 
@@ -89,10 +80,10 @@ class StudentSchedule:
 @dataclass
 class ModelConfig:
     name: str = setting("the preset (conf/model/)")
-    teacher_init: str = setting("the pretrained teacher: a model directory or hub id")
-    student: StudentConfig = group(StudentConfig)
-    finetune: TeacherSchedule = group(TeacherSchedule)
-    distil: StudentSchedule = group(StudentSchedule)
+    teacher_init: str = setting("the pretrained teacher: a model directory or hub id", result=False, named=True)
+    student: StudentConfig = group(StudentConfig, "the student: where it starts, how deep")
+    finetune: TeacherSchedule = group(TeacherSchedule, "the preset's teacher schedule")
+    distil: StudentSchedule = group(StudentSchedule, "the preset's student schedule")
 
 
 @dataclass
@@ -100,29 +91,31 @@ class DataSource:
     source: str = setting("tsv: glue_data/<TASK>/*.tsv; hub: the Hugging Face hub's nyu-mll/glue",
                           choices=("tsv", "hub"))
     glue_dir: Optional[str] = setting("the folder of the GLUE TSVs; null: $GLUE_DIR, ./glue_data or "
-                                      "../shared/glue_data")
+                                      "../shared/glue_data", result=False)
 
 
 @dataclass
 class GlueData(DataSource):
     max_train_samples: Optional[int] = setting("training examples used (quick runs); null: all of them", **COUNT)
     max_eval_samples: Optional[int] = setting("dev examples used (quick runs); null: all of them", **COUNT)
-    num_workers: int = setting("DataLoader worker processes; 0 loads batches in the main process", low=0)
+    num_workers: int = setting("DataLoader worker processes; 0 loads batches in the main process", low=0,
+                               result=False)
     group_by_length: bool = setting("training batches of examples of similar length (less padding, same "
                                     "randomness in which examples meet); false: uniformly random batches")
 
 
 @dataclass
 class CustomDataKeys:
-    """task=custom's keys (defaults and help: conf/task/custom.yaml; checked by custom_data.py). null, and refused
-    if set, with any other task (check_config)."""
-    train_file: Optional[str] = None
-    validation_file: Optional[str] = None
-    test_file: Optional[str] = None
-    text_columns: Any = None  # [a] or [a,b], or one column name
-    label_column: Optional[str] = None
-    id_column: Optional[str] = None
-    task_type: Optional[str] = None
+    """task=custom's keys (defaults: conf/task/custom.yaml; checked by data/custom.py). null, and refused if set,
+    with any other task (check_config). Which data, like task=: not in the run's name; the files say where it is."""
+    train_file: Optional[str] = setting("task=custom: the training file", default=None, result=False)
+    validation_file: Optional[str] = setting("task=custom: the dev file", default=None, result=False)
+    test_file: Optional[str] = setting("task=custom: the file predict.py split=test reads", default=None,
+                                       result=False)
+    text_columns: Any = setting("task=custom: the text column(s), [a] or [a,b]", default=None, named=False)
+    label_column: Optional[str] = setting("task=custom: the label column", default=None, named=False)
+    id_column: Optional[str] = setting("task=custom: the id column of the test file", default=None, named=False)
+    task_type: Optional[str] = setting("task=custom: classification or regression", default=None, named=False)
 
 
 @dataclass
@@ -148,74 +141,91 @@ class OptimizerConfig:
     fused: bool = setting("one kernel per step")
 
 
+@dataclass
+class TrainerKeys:
+    """Keys of the open trainer group (Lightning's Trainer arguments) that do not make a run what it is. Any other
+    argument, +trainer.<argument>=... included, changes the result; Lightning checks them all."""
+    accelerator: Any = setting("where the run trains (core/hardware.py)", named=False)
+    devices: Any = setting("how many devices", named=False)
+    num_nodes: Any = setting("how many machines", named=False)
+    strategy: Any = setting("how the devices share the work (ddp)", named=False)
+    default_root_dir: Any = setting("Lightning's own files", result=False)
+    enable_progress_bar: Any = setting("the progress bar", result=False)
+    enable_model_summary: Any = setting("the model summary", result=False)
+    enable_checkpointing: Any = setting("Lightning's own checkpoints (ours: ResumableCheckpoint)", result=False)
+    log_every_n_steps: Any = setting("how often a step is logged", result=False)
+
+
 # --- what the scripts share ----------------------------------------------------------------------------------------
 
 
 @dataclass
 class RunConfig:
     """The keys of both training scripts (finetune_teacher.py, train.py)."""
-    task: TaskConfig = group(TaskConfig)
-    model: ModelConfig = group(ModelConfig)
-    trainer: Any = MISSING  # Lightning's Trainer arguments: its own keys (+trainer.<key>=... adds one)
-    logger: Any = None  # the logger's own keys (~logger: none)
-    data: TrainData = group(TrainData)
+    task: TaskConfig = group(TaskConfig, "the task", named=False)
+    model: ModelConfig = group(ModelConfig, "the model preset (conf/model/)")
+    trainer: Any = field(default=MISSING, metadata=rule(  # its own keys (+trainer.<key>=... adds one)
+        "Lightning's Trainer arguments (conf/trainer/)", named=False, keys=TrainerKeys))
+    logger: Any = field(default=None, metadata=rule("the logger's own keys (~logger: none)", result=False))
+    data: TrainData = group(TrainData, "the data")
     seed: int = setting("the random seed", low=0, high=2**32 - 1)
     epochs: int = setting("each epoch ends with the dev evaluation that selects the model", **COUNT)
     patience: Optional[int] = setting("stop once the dev score has not improved for this many epochs (the "
                                       "learning-rate schedule still spans `epochs`); null: train all epochs", **COUNT)
     batch_size: int = setting("training examples per step", **COUNT)
-    eval_batch_size: int = setting("dev examples per batch", **COUNT)
-    max_seq_length: int = setting("tokens per example (at most the model's position limit)",
-                                  low=8)
+    eval_batch_size: int = setting("dev examples per batch", result=False, **COUNT)
+    max_seq_length: int = setting("tokens per example (at most the model's position limit)", low=8)
     max_grad_norm: float = setting("the gradient-clipping norm; 0 turns clipping off", low=0)
     weight_decay: float = setting("AdamW's decoupled weight decay", low=0)
     warmup_ratio: float = setting("the share of training steps spent warming the learning rate up",
                                   low=0, high=1, high_open=True)
-    output_dir: str = setting("where the model and its metrics go")
-    overwrite: bool = setting("replace an existing output directory")
-    resume: Any = False  # false | true | <checkpoint file>: resume.resume_request
+    output_dir: str = setting("where the model and its metrics go", result=False)
+    overwrite: bool = setting("replace an existing output directory", result=False)
+    resume: Any = field(default=False, metadata=rule(  # checked by training/resume.resume_request
+        "false | true | <checkpoint file>: continue an interrupted run", result=False))
     checkpoint_every_n_steps: Optional[int] = setting("training steps between checkpoints, or null for one at the "
-                                                      "end of every epoch only", **COUNT)
-    log_dir: str = setting("the run's log folder")
+                                                      "end of every epoch only", result=False, **COUNT)
+    log_dir: str = setting("the run's log folder", result=False)
 
 
 @dataclass
 class FinetuneConfig(RunConfig):
     """finetune_teacher.py (conf/finetune_teacher.yaml)."""
     lr: float = setting("the teacher's learning rate; pass e.g. lr=1e-4", **POSITIVE)
-    optimizer: OptimizerConfig = group(OptimizerConfig)
+    optimizer: OptimizerConfig = group(OptimizerConfig, "the teacher's optimizer (conf/optimizer/)")
 
 
 @dataclass
 class TrainConfig(RunConfig):
     """train.py (conf/train.yaml)."""
-    strategy: StrategyConfig = group(StrategyConfig)
-    method: Any = MISSING  # typed by the method's own class (conf/method/, reptiledistil.methods)
-    alpha: float = setting("the weight of the KD term against the task loss", low=0, high=1)
-    temperature: float = setting("the softmax temperature of the KD term; the paper uses 5", **POSITIVE)
+    strategy: StrategyConfig = group(StrategyConfig, "the layer mapping", named=False)
+    method: Any = field(default=MISSING, metadata=rule(  # its fields: the class its _target_ names (methods/)
+        "the distillation method (conf/method/)", named=False))
+    alpha: float = setting("the weight of the KD term against the task loss", low=0, high=1, named=False)
+    temperature: float = setting("the softmax temperature of the KD term; the paper uses 5", named=False,
+                                 **POSITIVE)
     teacher_lr: Optional[float] = setting("the teacher's learning rate (null where the teacher does not learn); "
                                           "pass e.g. teacher_lr=5e-5", **POSITIVE)
     student_lr: float = setting("the student's learning rate; pass e.g. student_lr=5e-5", **POSITIVE)
-    teacher_dir: str = setting("the fine-tuned teacher (finetune_teacher.py's output_dir)")
+    teacher_dir: str = setting("the fine-tuned teacher (finetune_teacher.py's output_dir)", result=False)
     save_teacher: str = setting("also save the updated teacher: auto (yes for a single run, no in a multirun), "
-                                "true or false", choices=("auto", "true", "false"))
-    student_optimizer: OptimizerConfig = group(OptimizerConfig)
-    teacher_optimizer: OptimizerConfig = group(OptimizerConfig)
+                                "true or false", choices=("auto", "true", "false"), result=False)
+    student_optimizer: OptimizerConfig = group(OptimizerConfig, "the student's optimizer (conf/optimizer/)")
+    teacher_optimizer: OptimizerConfig = group(OptimizerConfig, "the teacher's optimizer (conf/optimizer/)")
 
 
 @dataclass
 class PredictConfig:
     """predict.py (conf/predict.yaml). It trains nothing: no trainer, logger, model preset or training keys."""
-    task: TaskConfig = group(TaskConfig)
-    data: PredictData = group(PredictData)
+    task: TaskConfig = group(TaskConfig, "the task", named=False)
+    data: PredictData = group(PredictData, "the data")
     model_dir: str = setting("the fine-tuned or distilled model (or an ONNX export) that predicts")
     split: str = setting("dev: metrics on the labelled dev set; test: GLUE submission files", choices=("dev", "test"))
     output_dir: str = setting("where predictions and metrics go")
     overwrite: bool = setting("replace existing predictions")
     zip: bool = setting("zip the submission files (split=test)")
     eval_batch_size: int = setting("examples per inference batch", **COUNT)
-    max_seq_length: int = setting("tokens per example (at most the model's position limit)",
-                                  low=8)
+    max_seq_length: int = setting("tokens per example (at most the model's position limit)", low=8)
     engine: str = setting("what runs the model", choices=("auto", "torch", "onnx"))
     precision: str = setting("the torch engine's precision", choices=("auto", "fp32", "bf16"))
     quantize: str = setting("none, or int8: ONNX Runtime dynamic int8 (CPU)", choices=("none", "int8"))
@@ -267,17 +277,24 @@ def _override_key(override: str) -> str:
 # --- checks --------------------------------------------------------------------------------------------------------
 
 
-def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
+@dataclass(frozen=True)
+class CheckedConfig:
+    """A composed config that check_config has passed: what a pipeline plans from (pipelines/), so that a script's
+    config is checked once, before any library loads. `method`: train.py's, built once."""
+
+    cfg: DictConfig
+    script: Optional[str]  # None: a config composed without the schemas, left alone
+    method: Any = None
+
+
+def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> CheckedConfig:
     """Every setting's range and allowed words, and the keys this script does not use: a ConfigError naming the
-    key and the fix. `overrides`: the command line's (default: the running Hydra job's). A config that is not
-    one of the schemas (composed without them) is left alone."""
+    key and the fix. `overrides`: the command line's (naming.current_overrides() in a script). A config that is
+    not one of the schemas (composed without them) is left alone."""
     script = SCRIPT_OF.get(OmegaConf.get_type(cfg))
     if script is None:
-        return
-    if overrides is None:
-        from .naming import current_overrides
-
-        overrides = current_overrides()
+        return CheckedConfig(cfg, None)
+    overrides = list(overrides or [])
     for o in overrides:
         key = _override_key(o)
         for (s, prefix), why in SCOPE.items():
@@ -288,10 +305,11 @@ def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
     if resume is not None and not isinstance(resume, (bool, str)):
         raise ConfigError(f"resume={resume} must be false, true (continue from the output directory's checkpoint) "
                           "or the path of a .ckpt file.")
-    if script == "train":  # the method's fields are typed and ranged by its class (methods/), built here
+    method = None
+    if script == "train":  # the method's fields are its class's (methods/), checked by the same rules and built here
         from ..methods import build_method
 
-        build_method(cfg)
+        method = build_method(cfg)
         _check_student_start(cfg, overrides)
     task = OmegaConf.select(cfg, "task.name")
     if str(task).lower() != "custom":
@@ -299,6 +317,7 @@ def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> None:
             if cfg.data.get(f.name) is not None:
                 raise ConfigError(f"data.{f.name}={cfg.data.get(f.name)} applies to task=custom only (your own data "
                                   f"files), not task={task}. Pass task=custom, or drop data.{f.name}.")
+    return CheckedConfig(cfg, script, method)
 
 
 def _check_student_start(cfg: DictConfig, overrides: list[str]) -> None:
@@ -322,18 +341,45 @@ def _check_node(node: DictConfig, prefix: str, script: str) -> None:
         raise ConfigError(f"+{prefix}{extra}: " + (f"{why}." if why else f"{script}.py has no key {prefix}{extra}, so "
                           f"nothing would read it. Drop it (python {script}.py --cfg job lists every key)."))
     for f in dataclasses.fields(cls):
-        key = prefix + f.name
         child = node._get_node(f.name)
         if isinstance(child, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(child)):
-            _check_node(child, key + ".", script)
-            continue
-        if "range" not in f.metadata and "choices" not in f.metadata:
-            continue  # no rule: its value may need a resolver that loads a library (${minilm_dir:})
-        try:
-            value = node[f.name]
-        except ValidationError as e:  # an interpolation whose value has the wrong type (teacher_lr=${method.x})
-            raise ConfigError(type_error_message(e, None, key)) from None
-        check_value(key, value, f.metadata)
+            _check_node(child, prefix + f.name + ".", script)
+    try:
+        check_fields(node, cls, prefix, typed=True)
+    except ValidationError as e:  # an interpolation whose value has the wrong type (teacher_lr=${method.x})
+        raise ConfigError(type_error_message(e, None, prefix + str(e.key))) from None
+
+
+# --- what a key is (run names, a checkpoint's settings) ----------------------------------------------------------
+
+
+def flags_of(key: str) -> tuple[bool, bool]:
+    """(changes the result, named) of a dotted key of train.py's or finetune_teacher.py's config, read from its
+    field (core/rules.rule). A key under one that does not change the result does not either; a key the schema does
+    not declare (a method's field, +trainer.<argument>) does, and is named."""
+    for cls in (TrainConfig, FinetuneConfig):
+        meta = _meta_of(cls, key.split("."))
+        if meta is not None:
+            return meta
+    return True, True
+
+
+def _meta_of(cls, parts: list[str]) -> tuple[bool, bool] | None:
+    f = next((f for f in dataclasses.fields(cls) if f.name == parts[0]), None)
+    if f is None:
+        return None
+    result, named = f.metadata.get("result", True), f.metadata.get("named", True)
+    if len(parts) == 1 or not result:
+        return result, named if len(parts) == 1 else False
+    inner = f.metadata.get("keys") or (f.type if dataclasses.is_dataclass(f.type) else None)
+    inner = inner or _dataclass_of(cls, f.name)
+    found = _meta_of(inner, parts[1:]) if inner is not None else None
+    return found if found is not None else (True, True)
+
+
+def _dataclass_of(cls, name: str):
+    typ = typing.get_type_hints(cls).get(name)
+    return typ if dataclasses.is_dataclass(typ) else None
 
 
 def _field(object_type, key: str):

@@ -34,11 +34,10 @@ def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_l
 
 
 def check_max_seq_length(max_seq_length: int, max_positions: int) -> None:
+    """The model's position limit; the lower bound is the schema's (config/schema.py)."""
     if max_seq_length > max_positions:
         raise ConfigError(f"max_seq_length={max_seq_length} exceeds the model's position limit "
                           f"({max_positions}). Set max_seq_length<={max_positions}.")
-    if max_seq_length < 8:
-        raise ConfigError(f"max_seq_length={max_seq_length} is too short; use at least 8 (128 is the default).")
 
 
 def subsample(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
@@ -47,10 +46,8 @@ def subsample(ds: datasets.Dataset, n: int | None) -> datasets.Dataset:
 
 
 def split_quiz(ds: datasets.Dataset, quiz_size: int, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(training rest, quiz set): `quiz_size` examples drawn at random (seeded) and held out of training."""
-    if not 0 < quiz_size < len(ds):
-        raise ConfigError(f"method.quiz_size={quiz_size} must be between 1 and the training examples minus one "
-                          f"({len(ds) - 1} here): it is held out of training for the teacher's quiz.")
+    """(training rest, quiz set): `quiz_size` examples drawn at random (seeded) and held out of training. The size
+    was checked against the data before any model (check_quiz_fits)."""
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
     return ds.select(sorted(order[quiz_size:])), ds.select(sorted(order[:quiz_size]))
 

@@ -189,8 +189,6 @@ def load_split(task: Task, split: str, glue_dir: str | None = None, source: str 
                           + (AX_HELP if task.name == "ax" else "Pick a task with training data."))
     if split == "dev" and not task.eval_splits:
         raise ConfigError(f"Task {task.name} has no labelled dev set: use split=test to write predictions.")
-    if source not in ("tsv", "hub"):
-        raise ConfigError(f"data.source must be 'tsv' or 'hub', got {source!r}.")
     root = resolve_glue_dir(glue_dir) if source == "tsv" else None
 
     def one(file: str, hub_split: str, labelled: bool) -> datasets.Dataset:

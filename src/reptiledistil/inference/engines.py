@@ -41,9 +41,6 @@ from ..core.hardware import cpu_supports_bf16
 from ..core.files import atomic_dir, check_output_dir, write_json_atomic
 from ..models.loading import MARKER, OLD_INT8_MARKER, is_onnx_dir
 
-ENGINES = ("auto", "torch", "onnx")
-PRECISIONS = ("auto", "fp32", "bf16")
-QUANTIZE = ("none", "int8")
 MODEL_FILE = "model.onnx"
 FORMAT = "reptiledistil-onnx"
 VERSION = 1
@@ -97,15 +94,12 @@ def resolve_engine(engine: str, precision: str, quantize: str, model_dir: str | 
                    cuda: bool | None = None) -> EngineChoice:
     """Check engine= / precision= / quantize= against the model directory and this machine; resolve `auto`.
 
-    `auto` engine: ONNX Runtime for an ONNX export directory or when int8 is asked for, PyTorch otherwise. `auto`
-    precision: bf16 where the device has bf16 units (GPU, or CPU with AVX512-BF16/AMX), else fp32. int8 is never
-    chosen for you: it changes predictions, so it is asked for (quantize=int8) and checked.
+    The words are the schema's (config/schema.py PredictConfig: engine, precision, quantize). `auto` engine: ONNX
+    Runtime for an ONNX export directory or when int8 is asked for, PyTorch otherwise. `auto` precision: bf16 where
+    the device has bf16 units (GPU, or CPU with AVX512-BF16/AMX), else fp32. int8 is never chosen for you: it changes
+    predictions, so it is asked for (quantize=int8) and checked.
     """
-    engine, precision, quantize = (str(engine).lower(), str(precision).lower(), str(quantize or "none").lower())
-    for key, value, allowed in (("engine", engine, ENGINES), ("precision", precision, PRECISIONS),
-                                ("quantize", quantize, QUANTIZE)):
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not supported; use one of {', '.join(allowed)}.")
+    quantize = quantize or "none"
     if precision == "bf16" and quantize == "int8":
         raise ConfigError("precision=bf16 and quantize=int8 exclude each other: int8 runs its own kernels. Pass one.")
     cuda = torch.cuda.is_available() if cuda is None else cuda
@@ -292,8 +286,6 @@ def export_onnx(model: nn.Module, tokenizer, out_dir: str | Path, *, quantize: s
     except ImportError:
         raise ConfigError(f"export=onnx needs the onnx packages, which are not installed: {INSTALL_HINT}.") from None
     ort = require_onnxruntime()
-    if quantize not in QUANTIZE:
-        raise ConfigError(f"quantize={quantize!r} is not supported; use one of {', '.join(QUANTIZE)}.")
     out = check_output_dir(out_dir, overwrite)
     with atomic_dir(out) as tmp:
         raw, fused = tmp / "model.raw.onnx", tmp / ("model.fused.onnx" if quantize == "int8" else MODEL_FILE)

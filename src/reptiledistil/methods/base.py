@@ -1,9 +1,9 @@
 """What the distillation loop needs to know about a method, and the helpers its subclasses share.
 
 A method is a frozen dataclass: its fields are its hyper-parameters, whose values live once, in
-conf/method/<name>.yaml (`_target_` names the class; run.py builds it with hydra.utils.instantiate). A field
-declared with `setting(...)` is checked (type, range, allowed words) when the method is built, like every other
-key of the config (rules.py). Its class
+conf/method/<name>.yaml (`_target_` names the class; methods.build_method builds it). Each field is a
+`setting(...)` (core/rules.py), like every other key of the config, and is checked by the same checker
+(rules.check_fields) before the class is built. Its class
 attributes say what it is (title, whether it needs or changes a teacher); its methods do the teacher's part of
 a training step, through `Loop`: what a method may use of the training loop (training/modules.py's DistilModule).
 The loop does everything else: the student's step, precision, clipping of the student, counters, logging, the
@@ -15,13 +15,11 @@ titles without loading it.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Protocol
 
 from ..core.errors import ConfigError
-from ..core.rules import check_value, rule
+from ..core.rules import setting  # a method's fields are settings, as every key of the config
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -77,26 +75,16 @@ class TeacherStep:
 class Method:
     """A distillation method. Subclasses set the class attributes below and override what differs."""
 
-    name: str  # the run's name in output_dir and records (conf/method/<name>.yaml)
-    teacher_lr: Optional[float]  # the teacher's AdamW learning rate; None where the teacher has no optimizer
+    name: str = setting("the method's name in output_dir and records (conf/method/<name>.yaml)")
+    # its range is checked on the key the optimizer reads, teacher_lr (config/schema.py), which defaults to this
+    teacher_lr: Optional[float] = setting("the teacher's AdamW learning rate; null where the teacher has no "
+                                          "optimizer")
 
     key: ClassVar[str] = ""  # the name its runs' records carry (metrics.json "method")
     title: ClassVar[str] = ""  # short, for report columns: "vanilla KD"
     description: ClassVar[str] = ""  # one clause for the model card: "Trained with ReptileDistil by <description>."
     needs_teacher: ClassVar[bool] = True  # whether a fine-tuned teacher is loaded
     teacher_learns: ClassVar[bool] = False  # whether the teacher changes while it teaches (saved, evaluated, drift)
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            if f.metadata:  # a setting: checked, and a word normalised (method.share_forward=true is a bool)
-                value = check_value(f"method.{f.name}", getattr(self, f.name), f.metadata, kind=hints[f.name])
-                object.__setattr__(self, f.name, value)
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"method.name={self.name!r} must be a non-empty name (it names the run's folder).")
-        lr = self.teacher_lr  # its range is checked on the key the optimizer reads, teacher_lr (check below)
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
-            raise ConfigError(f"method.teacher_lr={lr!r} must be a number, or null where the teacher has no optimizer.")
 
     @property
     def teacher_optimized(self) -> bool:
@@ -105,6 +93,8 @@ class Method:
 
     def check(self, cfg: DictConfig) -> None:
         """The method's own checks of the whole config, run before anything slow (no hardware resolved yet)."""
+        if not self.name:
+            raise ConfigError("method.name='' must be a non-empty name (it names the run's folder).")
         # teacher_lr's type and range are the schema's (config.py); here only that a learning teacher has one
         if self.teacher_optimized and cfg.get("teacher_lr") is None:
             raise ConfigError(f"method={self.name}: its teacher learns, so it needs a learning rate; pass e.g. "
@@ -133,11 +123,6 @@ class Method:
         """The teacher's part of one training step, before the student's own step; `optimizer` is the teacher's
         (None without one). By default the teacher does not move."""
         return TeacherStep()
-
-
-def setting(help: str, **limits):
-    """A method's field: its help, and its range or allowed words (rules.rule); its value is the YAML's."""
-    return field(metadata=rule(help, **limits))
 
 
 def snapshot(params: list, optimizer) -> Callable[[], None]:

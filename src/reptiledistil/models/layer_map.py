@@ -14,18 +14,15 @@ from torch import nn
 
 from ..core.errors import ConfigError
 
-STRATEGIES = ("first", "last", "skip", "both")
-
 
 def layer_mapping(strategy: str, teacher_layers: int, student_layers: int) -> list[list[int]]:
     """mapping[i] = the teacher layers that student layer i is paired with (0-based).
 
     first: i -> i;  last: i -> Lt - Ls + i;  skip: i -> (i+1)k - 1;  both: i -> ik .. (i+1)k - 1;  k = Lt / Ls.
-    12 -> 6 with skip gives 1, 3, 5, 7, 9, 11 (the paper's choice).
+    12 -> 6 with skip gives 1, 3, 5, 7, 9, 11 (the paper's choice). The strategy is one of these four words (the
+    schema's, config/schema.py StrategyConfig).
     """
     lt, ls = teacher_layers, student_layers
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"Unknown layer strategy {strategy!r}; choose one of {', '.join(STRATEGIES)} (strategy=<name>).")
     if ls < 1 or lt < 1:
         raise ConfigError(f"Layer counts must be positive (teacher {lt}, student {ls}).")
     if ls > lt:

@@ -312,9 +312,7 @@ def build_student(init: str, source: str, task: Task, num_layers: int | None = N
     """
     if init == "pretrained":
         return load_for_finetuning(source, task)
-    if init != "teacher_layers":
-        raise ConfigError(f"student.init must be 'pretrained' or 'teacher_layers', got {init!r}.")
-    full = load_for_finetuning(source, task)
+    full = load_for_finetuning(source, task)  # init=teacher_layers (the schema's other word)
     n = num_layers or full.config.num_hidden_layers
     mapping = layer_mapping(strategy, full.config.num_hidden_layers, n)
     config = task_config(check_model_source(source, "Student source"), task, num_hidden_layers=n)

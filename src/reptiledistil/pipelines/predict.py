@@ -148,9 +148,6 @@ def _export_request(cfg: DictConfig) -> bool:
     export, export_dir = cfg.get("export"), cfg.get("export_dir")
     if export is None and export_dir is None:
         return False
-    if str(export).lower() != "onnx":
-        raise ConfigError(f"export={export!r} is not supported; use export=onnx export_dir=<dir> (fp32, or int8 with "
-                          "quantize=int8), run by ONNX Runtime.")
     if export_dir is None:
         raise ConfigError("export=onnx writes a model directory: pass export_dir=<dir> too.")
     if str(cfg.engine).lower() not in ("auto", "onnx"):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..config.schema import flags_of
 from ..core.errors import ConfigError
 
 
@@ -36,20 +37,13 @@ def describe(path: Path) -> str:
     return f"{path} (saved {when})"
 
 
-# Settings that do not change what a run computes, left out of the settings a checkpoint stores (and so free
-# to differ on resume): where things are (output_dir, log_dir, data.glue_dir, teacher_dir, the model sources and
-# custom data files: a run moved to another machine or folder resumes; what the models are is checked by shape,
-# `identity`, after loading), how it is watched (logger, progress bar, model summary, log_every_n_steps), how it
-# is saved or resumed (resume, overwrite, checkpoint_every_n_steps, save_teacher, trainer.enable_checkpointing),
-# and speed or memory knobs that leave the training steps alone (data.num_workers, eval_batch_size). The
-# accelerator and precision are stored resolved (auto is bf16 on one machine, fp32 on another; the accelerator
-# also decides method.share_forward=auto). Everything else, keys a later version adds included, is stored: a
-# difference refuses the resume rather than train half a run with each value and record only the second.
-UNSTORED = ("output_dir", "log_dir", "teacher_dir", "resume", "overwrite", "checkpoint_every_n_steps",
-            "save_teacher", "eval_batch_size", "logger", "data.glue_dir", "data.num_workers", "data.train_file",
-            "data.validation_file", "data.test_file", "model.teacher_init", "model.student.source",
-            "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-            "trainer.log_every_n_steps", "trainer.enable_checkpointing")
+# A checkpoint stores every setting that changes what a run computes, as its field in the schema says
+# (config/schema.flags_of): not where things are (a run moved to another machine or folder resumes; what the models
+# are is checked by shape, `identity`, after loading), how it is watched, saved or resumed, or speed knobs that leave
+# the training steps alone. The accelerator and precision are stored resolved (auto is bf16 on one machine, fp32
+# on another; the accelerator also decides method.share_forward=auto). Everything else, keys a later version adds
+# included, is stored: a difference refuses the resume rather than train half a run with each value and record
+# only the second.
 
 
 def run_settings(cfg, resolved: dict | None = None) -> dict:
@@ -66,7 +60,7 @@ def run_settings(cfg, resolved: dict | None = None) -> dict:
     def walk(node, prefix: str) -> None:
         for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
             name = f"{prefix}{key}"
-            if name in UNSTORED or OmegaConf.is_interpolation(node, key):
+            if not flags_of(name)[0] or OmegaConf.is_interpolation(node, key):
                 continue
             value = node[key]
             if isinstance(value, DictConfig):
