@@ -1,14 +1,13 @@
 """python predict.py [overrides]   (see conf/predict.yaml)"""
 
 import hydra
-from omegaconf import DictConfig
 
 from reptiledistil.config.cli import report_errors, run_entry_point
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
-@report_errors
-def main(cfg: DictConfig):
+@report_errors  # checks the config before any library loads, and hands main the checked one
+def main(cfg):
     from reptiledistil.pipelines.predict import predict  # here, not above: Hydra's errors come before the slow imports
 
     return predict(cfg)

@@ -184,3 +184,36 @@ def test_resume_with_other_settings_is_refused_before_loading(rte_teacher, tiny_
     assert message.count(" in the checkpoint, ") == len(named), message  # locations and knobs are not compared
     assert "Resume with the settings it was written with, or pass overwrite=true" in message
     assert ckpt.read_bytes() == before and not killed_run.exists()
+
+
+def test_the_plan_checks_a_resume_before_any_model_reading_the_checkpoint_and_building_the_method_once(
+        rte_teacher, tiny_bert, killed_run, monkeypatch):
+    """pipelines.distil.plan: every check of a resume (the folder, the checkpoint's settings) before a model
+    loads; the checkpoint's own state is read once (run checks its identity from the plan), the method built once."""
+    import reptiledistil.methods as methods
+    import reptiledistil.pipelines.distil as pipeline
+    import reptiledistil.training.fit as fit
+    from reptiledistil.config.schema import check_config
+
+    reads, builds = [], []
+    monkeypatch.setattr(fit, "saved_state", lambda path, _orig=fit.saved_state: reads.append(path) or _orig(path))
+    monkeypatch.setattr(methods, "build_method", lambda cfg, _orig=methods.build_method: builds.append(1) or _orig(cfg))
+    for name in ("load_finetuned", "build_student", "load_tokenizer"):
+        monkeypatch.setattr(pipeline, name, lambda *a, **k: pytest.fail("the plan loaded a model"))
+    overrides = _overrides(rte_teacher, tiny_bert, "train", killed_run, "resume=true")
+    plan = pipeline.plan(check_config(compose_cfg("train", overrides)))
+    assert reads == [checkpoint_path(killed_run)] and builds == [1]
+    assert plan.run_dir.resume_from == checkpoint_path(killed_run) and plan.run_dir.saved["identity"]["method"] == "reptile"
+    assert plan.method.name == "reptile" and plan.method.shared  # share_forward=auto decided by the hardware (CPU)
+
+
+def test_an_occupied_output_folder_is_refused_before_the_teacher_loads(rte_teacher, tiny_bert, tmp_path, monkeypatch):
+    import reptiledistil.pipelines.distil as pipeline
+
+    monkeypatch.setattr(pipeline, "load_finetuned", lambda *a, **k: pytest.fail("the teacher loaded first"))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already holds results. Pass overwrite=true"):
+        distil(compose_cfg("train", _overrides(rte_teacher, tiny_bert, "train", out)))
+    assert (out / "metrics.json").read_text() == "{}"

@@ -23,7 +23,8 @@ _state = {"task_started": False, "full_error_set_here": False}
 
 def report_errors(fn):
     """The scripts' task function: a ConfigError becomes `error: ...` and exit code 2. The composed config is checked
-    (config.check_config), then the libraries are quietened, when the task starts (after Hydra has composed it)."""
+    (schema.check_config) when the task starts (after Hydra has composed it), before any library loads; the task
+    function gets the checked config (schema.CheckedConfig), which its pipeline plans from without checking again."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         _state["task_started"] = True
@@ -35,7 +36,7 @@ def report_errors(fn):
                 from .naming import current_overrides
                 from .schema import check_config
 
-                check_config(args[0], current_overrides())
+                args = (check_config(args[0], current_overrides()), *args[1:])
             quiet_libraries()
             return fn(*args, **kwargs)
         except ConfigError as e:

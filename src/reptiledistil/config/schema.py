@@ -287,6 +287,12 @@ class CheckedConfig:
     method: Any = None
 
 
+def checked(cfg: DictConfig | CheckedConfig) -> CheckedConfig:
+    """`cfg` checked once: a script hands its pipeline the config it checked before any library loaded; a caller
+    that composed one itself (tests) gets it checked here."""
+    return cfg if isinstance(cfg, CheckedConfig) else check_config(cfg)
+
+
 def check_config(cfg: DictConfig, overrides: list[str] | None = None) -> CheckedConfig:
     """Every setting's range and allowed words, and the keys this script does not use: a ConfigError naming the
     key and the fix. `overrides`: the command line's (naming.current_overrides() in a script). A config that is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -9,19 +10,19 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from ..config.naming import is_multirun, preset_override, teacher_suffix
-from ..config.schema import check_config
+from ..config.schema import CheckedConfig, checked
 from ..core.errors import ConfigError
 from ..core.hardware import Hardware
 from ..data.datamodule import check_max_seq_length, check_quiz_fits
-from ..data.glue import task_data
+from ..data.glue import Splits, task_data
 from ..data.tasks import Task
-from ..methods import Method, build_method
+from ..methods import Method
 from ..models.layer_map import layer_mapping, parameter_pairs
 from ..models.loading import build_student, check_finetuned_config, load_finetuned, load_tokenizer
 from ..report.model_card import write_model_card
 from ..training.callbacks import BestOnDev
-from ..training.fit import (check_outputs, datamodule, fit, is_rank_zero, publish_run, run_hardware, run_summary,
-                            staged)
+from ..training.fit import (RunDir, datamodule, fit, is_rank_zero, plan_run_dir, publish_run, run_hardware,
+                            run_summary, staged)
 from ..training.modules import DistilModule, DistilSettings
 
 FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={task} (it writes {path})."
@@ -64,10 +65,24 @@ def distil_settings(cfg: DictConfig, method: Method) -> DistilSettings:
                           warmup_ratio=float(cfg.warmup_ratio), max_grad_norm=float(cfg.max_grad_norm))
 
 
-def distil(cfg: DictConfig) -> dict:
-    """Distil a fine-tuned teacher into a student with the method conf/method/<name>.yaml builds."""
-    check_config(cfg)  # types, ranges, save_teacher's words (config.py)
-    method = build_method(cfg)
+@dataclass(frozen=True)
+class DistilPlan:
+    """What train.py will do, every input checked: nothing is loaded or written yet."""
+
+    cfg: DictConfig
+    task: Task
+    splits: Splits  # train and dev, read and checked
+    hw: Hardware
+    method: Method  # built once (when the config was checked), its hardware choices made
+    run_dir: RunDir  # the output folder, and the checkpoint a resume continues from
+
+
+def plan(cfg: DictConfig | CheckedConfig) -> DistilPlan:
+    """Every check, in the order a user fixes them: the config and the method (built once), the student's start,
+    the data's task, the hardware, the teacher the student starts from, the output folder and an unfinished run in
+    it, then the data files and the method's held-out share of them."""
+    checked_cfg = checked(cfg)
+    cfg = checked_cfg.cfg
     student_start(cfg)  # a named start that cannot be built is refused before anything loads
     data = task_data(cfg)  # task=custom: its files are read and checked here
     hw = run_hardware(cfg)
@@ -75,29 +90,39 @@ def distil(cfg: DictConfig) -> dict:
         check_finetuned_config(cfg.teacher_dir, data.task, "Teacher (model.student.start=teacher)",
                                finetune_hint(data.task, cfg.teacher_dir) + " Or start the student from the "
                                "pretrained layers: model.student.start=pretrained.")
-    method = method.for_hardware(hw)
-    check_outputs(cfg, hw)
+    method = checked_cfg.method.for_hardware(hw)
+    run_dir = plan_run_dir(cfg, hw)
     splits = data.training_splits()  # every bad file refused before any model is loaded
     check_quiz_fits(splits, method.quiz_examples(), cfg.data.get("max_train_samples"))
-    teacher = _load_teacher(cfg, data.task, method)
-    with staged(cfg) as (out, stage, resume_from):
-        student, tokenizer, pairs = _load_student(cfg, data.task, method, teacher)
-        best = _run_distil(cfg, hw, data.task, method=method, models=(teacher, student, pairs), tokenizer=tokenizer,
-                           splits=splits, stage=stage, resume_from=resume_from)
-        _save_updated_teacher(cfg, method, teacher, tokenizer, stage)
-    return _publish_student(cfg, data.task, best, method=method, teacher=teacher, student=student, stage=stage,
-                            out=out)
+    return DistilPlan(cfg=cfg, task=data.task, splits=splits, hw=hw, method=method, run_dir=run_dir)
 
 
-def _load_teacher(cfg: DictConfig, task: Task, method: Method):
+def run(plan: DistilPlan) -> dict:
+    """Load, distil, publish: the best-on-dev student, the updated teacher if it learnt, metrics.json."""
+    teacher = _load_teacher(plan)
+    with staged(plan.run_dir) as stage:
+        student, tokenizer, pairs = _load_student(plan, teacher)
+        best = _run_distil(plan, models=(teacher, student, pairs), tokenizer=tokenizer, stage=stage)
+        _save_updated_teacher(plan, teacher, tokenizer, stage)
+    return _publish_student(plan, best, teacher=teacher, student=student)
+
+
+def distil(cfg: DictConfig | CheckedConfig) -> dict:
+    """Distil a fine-tuned teacher into a student with the method conf/method/<name>.yaml builds."""
+    return run(plan(cfg))
+
+
+def _load_teacher(plan: DistilPlan):
     """The fine-tuned teacher, or None for a method without one."""
-    if not method.needs_teacher:
+    if not plan.method.needs_teacher:
         return None
-    return load_finetuned(cfg.teacher_dir, task, "Teacher", finetune_hint(task, cfg.teacher_dir))
+    teacher_dir = plan.cfg.teacher_dir
+    return load_finetuned(teacher_dir, plan.task, "Teacher", finetune_hint(plan.task, teacher_dir))
 
 
-def _load_student(cfg: DictConfig, task: Task, method: Method, teacher):
+def _load_student(plan: DistilPlan, teacher):
     """(student, tokenizer, teacher/student parameter pairs or None), seeded: the student's new head."""
+    cfg, task, method = plan.cfg, plan.task, plan.method
     pl.seed_everything(cfg.seed, workers=True)
     init, source = student_start(cfg)
     student = build_student(init, source, task, num_layers=cfg.model.student.num_layers, strategy=cfg.strategy.name)
@@ -112,11 +137,11 @@ def _load_student(cfg: DictConfig, task: Task, method: Method, teacher):
     return student, tokenizer, pairs
 
 
-def _run_distil(cfg: DictConfig, hw: Hardware, task: Task, *, method: Method, models: tuple, tokenizer, splits: dict,
-                stage: Path, resume_from: Path | None) -> BestOnDev:
+def _run_distil(plan: DistilPlan, *, models: tuple, tokenizer, stage: Path) -> BestOnDev:
     """models: (teacher or None, student, parameter pairs or None)."""
+    cfg, task, method = plan.cfg, plan.task, plan.method
     teacher, student, pairs = models
-    dm = datamodule(cfg, task, tokenizer, splits, quiz_examples=method.quiz_examples())
+    dm = datamodule(cfg, task, tokenizer, plan.splits, quiz_examples=method.quiz_examples())
     module = DistilModule(teacher, student, task, [s.name for s in task.eval_splits],
                           settings=distil_settings(cfg, method),
                           student_optimizer=hydra.utils.instantiate(cfg.student_optimizer),
@@ -125,19 +150,20 @@ def _run_distil(cfg: DictConfig, hw: Hardware, task: Task, *, method: Method, mo
     identity = {"script": "train", "task": task.name, "method": method.name, "strategy": cfg.strategy.name,
                 "teacher_layers": teacher.config.num_hidden_layers if teacher is not None else None,
                 "student_layers": student.config.num_hidden_layers, "hidden_size": student.config.hidden_size}
-    return fit(cfg, hw, module=module, dm=dm, best=BestOnDev(stage / "student", tokenizer, cfg.patience), identity=identity,
-                resume_from=resume_from)
+    return fit(cfg, plan.hw, module=module, dm=dm, best=BestOnDev(stage / "student", tokenizer, cfg.patience),
+               identity=identity, run=plan.run_dir)
 
 
-def _save_updated_teacher(cfg: DictConfig, method: Method, teacher, tokenizer, stage: Path) -> None:
+def _save_updated_teacher(plan: DistilPlan, teacher, tokenizer, stage: Path) -> None:
     """A method that changes the teacher keeps it too (stage/teacher), unless save_teacher says not to."""
-    if method.teacher_learns and is_rank_zero() and _save_teacher(cfg):
+    if plan.method.teacher_learns and is_rank_zero() and _save_teacher(plan.cfg):
         teacher.save_pretrained(stage / "teacher")
         tokenizer.save_pretrained(stage / "teacher")
 
 
-def _publish_student(cfg: DictConfig, task: Task, best: BestOnDev, *, method: Method, teacher, student, stage: Path,
-                     out: Path) -> dict:
+def _publish_student(plan: DistilPlan, best: BestOnDev, *, teacher, student) -> dict:
+    cfg, task, method = plan.cfg, plan.task, plan.method
+    stage, out = plan.run_dir.stage, plan.run_dir.out
     teacher_dir = Path(cfg.teacher_dir) if teacher is not None else None
     summary = run_summary(cfg, task, best, {"method": method.name, "strategy": cfg.strategy.name,
                                          "teacher": str(cfg.teacher_dir) if teacher is not None else None,

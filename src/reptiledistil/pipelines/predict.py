@@ -3,39 +3,67 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from ..config.schema import check_config
+from ..config.schema import CheckedConfig, checked
 from ..core.errors import ConfigError
 from ..core.files import check_output_dir, check_writable, write_json_atomic
 from ..data.glue import TaskData, task_data
 from ..data.datamodule import check_max_seq_length
 from ..data.metrics import format_metrics
 from ..data.tasks import CUSTOM, Task
+from ..inference.engines import EngineChoice
 from ..models.loading import check_finetuned_config, is_export_dir, is_onnx_dir, load_finetuned, load_tokenizer, model_labels
 
 
-def predict(cfg: DictConfig) -> dict:
-    """Dev metrics (split=dev) or GLUE submission files (split=test) from a fine-tuned model or an export.
+@dataclass(frozen=True)
+class PredictPlan:
+    """What predict.py will do, every input checked: no model or tokenizer is loaded, nothing is written yet."""
 
-    With export=onnx the model is first written for serving to export_dir, and that export then runs; the onnx
-    engine on a PyTorch model directory (engine=onnx or quantize=int8 without export) exports to a temporary one.
-    """
-    import tempfile
+    cfg: DictConfig
+    data: TaskData
+    splits: dict  # {name: Dataset} of the split asked for, read and checked
+    choice: EngineChoice  # the engine and precision that run the model
+    export: bool  # export=onnx: the model is written to export_dir first, and that export runs
+    out: Path
 
+
+def plan(cfg: DictConfig | CheckedConfig) -> PredictPlan:
+    """Every check, in the order a user fixes them: the config, the data's task (task=custom: labels from the
+    model's config), the export and engine against the model folder and this machine, the output files, the data,
+    then the model's config against the task and max_seq_length."""
     from ..inference.engines import resolve_engine
 
-    check_config(cfg)  # types, ranges, split/engine/precision/quantize words (config.py)
-    # task=custom: labels from the model's config, its split read here
+    cfg = checked(cfg).cfg
     data = task_data(cfg, model_labels(cfg.model_dir) if str(cfg.task.name).lower() == CUSTOM else None)
     export = _export_request(cfg)
     choice = resolve_engine("onnx" if export else cfg.engine, cfg.precision, cfg.quantize, cfg.model_dir)
     out = _check_prediction_outputs(cfg, data.task)
     splits = data.split(cfg.split)  # bad data: refused before the model
-    tokenizer = _load_prediction_tokenizer(cfg, data.task)
+    config = check_finetuned_config(cfg.model_dir, data.task, "Model", _model_hint(data.task))  # no weights read
+    check_max_seq_length(cfg.max_seq_length, config.max_position_embeddings)
+    return PredictPlan(cfg=cfg, data=data, splits=splits, choice=choice, export=export, out=out)
+
+
+def predict(cfg: DictConfig | CheckedConfig) -> dict:
+    """Dev metrics (split=dev) or GLUE submission files (split=test) from a fine-tuned model or an export.
+
+    With export=onnx the model is first written for serving to export_dir, and that export then runs; the onnx
+    engine on a PyTorch model directory (engine=onnx or quantize=int8 without export) exports to a temporary one.
+    """
+    return run(plan(cfg))
+
+
+def run(plan: PredictPlan) -> dict:
+    """Load, predict (exporting first where the plan says so), publish the metrics file or the submission."""
+    import tempfile
+
+    cfg, data, choice, export, splits, out = plan.cfg, plan.data, plan.choice, plan.export, plan.splits, plan.out
+    tokenizer = load_tokenizer(cfg.model_dir)
     print(f"engine: {choice.note}")
     result: dict = {"task": data.task.name, "model_dir": str(cfg.model_dir), "split": cfg.split,
                     "engine": choice.engine, "precision": choice.precision}
@@ -67,13 +95,6 @@ def _check_prediction_outputs(cfg: DictConfig, task: Task) -> Path:
                           "or choose another output_dir=<dir>.")
     check_writable(out, "output_dir")
     return out
-
-
-def _load_prediction_tokenizer(cfg: DictConfig, task: Task):
-    """The model directory's config checked against the task (no weights loaded yet), then its tokenizer."""
-    config = check_finetuned_config(cfg.model_dir, task, "Model", _model_hint(task))
-    check_max_seq_length(cfg.max_seq_length, config.max_position_embeddings)
-    return load_tokenizer(cfg.model_dir)
 
 
 def _model_runner(cfg: DictConfig, task: Task, choice):

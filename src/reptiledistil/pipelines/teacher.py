@@ -2,35 +2,56 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from ..config.schema import check_config
+from ..config.schema import CheckedConfig, checked
 from ..core.hardware import Hardware
 from ..data.datamodule import check_max_seq_length
-from ..data.glue import task_data
+from ..data.glue import Splits, task_data
 from ..data.tasks import Task
 from ..models.loading import load_for_finetuning, load_tokenizer
 from ..training.callbacks import BestOnDev
-from ..training.fit import check_outputs, datamodule, fit, publish_run, run_hardware, run_summary, staged
+from ..training.fit import RunDir, datamodule, fit, plan_run_dir, publish_run, run_hardware, run_summary, staged
 from ..training.modules import TeacherModule
 
 
-def finetune(cfg: DictConfig) -> dict:
-    """Fine-tune a teacher on one GLUE task; save the best-on-dev model and its dev metrics."""
-    check_config(cfg)  # types, ranges, keys this script does not use (config.py)
+@dataclass(frozen=True)
+class TeacherPlan:
+    """What finetune_teacher.py will do, every input checked: nothing is loaded or written yet."""
+
+    cfg: DictConfig
+    task: Task
+    splits: Splits  # train and dev, read and checked
+    hw: Hardware
+    run_dir: RunDir  # the output folder, and the checkpoint a resume continues from
+
+
+def plan(cfg: DictConfig | CheckedConfig) -> TeacherPlan:
+    """Every check, in the order a user fixes them: the config, the data's task, the hardware, the output folder
+    and an unfinished run in it, then the data files themselves."""
+    cfg = checked(cfg).cfg
     data = task_data(cfg)  # task=custom: its files are read and checked here
     hw = run_hardware(cfg)
-    check_outputs(cfg, hw)
-    splits = data.training_splits()  # every bad file refused before any model is loaded
-    with staged(cfg) as (out, stage, resume_from):
-        model, tokenizer = _load_finetune(cfg, data.task)
-        best = _run_finetune(cfg, hw, data.task, model=model, tokenizer=tokenizer, splits=splits, stage=stage,
-                             resume_from=resume_from)
-    return _publish_teacher(cfg, data.task, best, stage=stage, out=out)
+    run_dir = plan_run_dir(cfg, hw)
+    return TeacherPlan(cfg=cfg, task=data.task, splits=data.training_splits(), hw=hw, run_dir=run_dir)
+
+
+def run(plan: TeacherPlan) -> dict:
+    """Load, train, publish: the best-on-dev model and its dev metrics (dev_metrics.json)."""
+    with staged(plan.run_dir) as stage:
+        model, tokenizer = _load_finetune(plan.cfg, plan.task)
+        best = _run_finetune(plan, model=model, tokenizer=tokenizer, stage=stage)
+    return _publish_teacher(plan, best)
+
+
+def finetune(cfg: DictConfig | CheckedConfig) -> dict:
+    """Fine-tune a teacher on one task; save the best-on-dev model and its dev metrics."""
+    return run(plan(cfg))
 
 
 def _load_finetune(cfg: DictConfig, task: Task):
@@ -42,17 +63,18 @@ def _load_finetune(cfg: DictConfig, task: Task):
     return model, tokenizer
 
 
-def _run_finetune(cfg: DictConfig, hw: Hardware, task: Task, *, model, tokenizer, splits: dict, stage: Path,
-                  resume_from: Path | None) -> BestOnDev:
+def _run_finetune(plan: TeacherPlan, *, model, tokenizer, stage: Path) -> BestOnDev:
+    cfg, task = plan.cfg, plan.task
     module = TeacherModule(model, task, [s.name for s in task.eval_splits], hydra.utils.instantiate(cfg.optimizer),
-                            warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm)
+                           warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm)
     identity = {"script": "finetune_teacher", "task": task.name, "layers": model.config.num_hidden_layers,
                 "hidden_size": model.config.hidden_size, "num_labels": model.config.num_labels}
-    return fit(cfg, hw, module=module, dm=datamodule(cfg, task, tokenizer, splits), best=BestOnDev(stage, tokenizer, cfg.patience),
-                identity=identity, resume_from=resume_from)
+    return fit(cfg, plan.hw, module=module, dm=datamodule(cfg, task, tokenizer, plan.splits),
+               best=BestOnDev(stage, tokenizer, cfg.patience), identity=identity, run=plan.run_dir)
 
 
-def _publish_teacher(cfg: DictConfig, task: Task, best: BestOnDev, *, stage: Path, out: Path) -> dict:
-    summary = run_summary(cfg, task, best, {"model": str(cfg.model.teacher_init)})
-    publish_run(stage, out, summary, summary_file="dev_metrics.json", what="Teacher", model_dir=out)
+def _publish_teacher(plan: TeacherPlan, best: BestOnDev) -> dict:
+    summary = run_summary(plan.cfg, plan.task, best, {"model": str(plan.cfg.model.teacher_init)})
+    out = plan.run_dir.out
+    publish_run(plan.run_dir.stage, out, summary, summary_file="dev_metrics.json", what="Teacher", model_dir=out)
     return summary

@@ -8,7 +8,9 @@ import shutil
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import hydra
 import pytorch_lightning as pl
@@ -23,7 +25,7 @@ from ..data.metrics import format_metrics
 from ..data.tasks import Task
 from .callbacks import BestOnDev, ResumableCheckpoint, progress_bar
 from .modules import NonFiniteLossError
-from .resume import check_checkpoint, check_settings, checkpoint_path, describe, resume_request, resume_target, run_settings
+from .resume import check_identity, check_settings, checkpoint_path, describe, resume_request, run_settings, saved_state
 
 # Lightning warnings that are by design here, not the user's to act on; silenced only around fit().
 KNOWN_WARNINGS = (
@@ -76,71 +78,90 @@ def is_rank_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
-@contextmanager
-def staged(cfg: DictConfig):
-    """Check the output location before anything slow; yields (final dir, staging dir, checkpoint to resume).
+@dataclass(frozen=True)
+class RunDir:
+    """Where a training run writes and what it continues from, decided and checked before any model loads.
 
-    A run writes into `.<output_dir>.partial/` (models, `checkpoints/last.ckpt`) and is renamed into place
-    when it finishes. A killed run leaves that folder behind: `resume=true` continues from its checkpoint,
-    `overwrite=true` discards it. If a run fails before writing anything, its empty staging dir is removed.
+    A run writes into `.<output_dir>.partial/` (`stage`; its resumable checkpoint beside it, `checkpoint`) and is
+    renamed into place when it finishes. A killed run leaves both behind: `resume=true` continues from the
+    checkpoint, `overwrite=true` discards them.
     """
+
+    out: Path
+    stage: Path
+    checkpoint: Path  # this run's own: .<output_dir>.checkpoint/last.ckpt
+    resume_from: Optional[Path]  # the checkpoint it continues from; None: a fresh start
+    saved: Optional[dict]  # that checkpoint's identity and settings (resume.saved_state), read once
+    settings: dict  # this run's settings (resume.run_settings), stored in its checkpoints
+
+
+def plan_run_dir(cfg: DictConfig, hw: Hardware) -> RunDir:
+    """Every check of the output location: output_dir can be written and holds no results (unless overwrite=true),
+    an unfinished run there is continued (resume=) or refused, a resumed checkpoint was written with this run's
+    settings. Nothing is written."""
+    check_writable(cfg.output_dir, "output_dir", beside=True)
     resume = resume_request(cfg.get("resume", False))
-    if not is_rank_zero():
-        ckpt = resume if isinstance(resume, Path) else checkpoint_path(cfg.output_dir)
-        yield Path(cfg.output_dir), staging_dir(cfg.output_dir), ckpt if resume else None
-        return
-    out = check_output_dir(cfg.output_dir, cfg.overwrite and not resume)
+    out = Path(cfg.output_dir)
     stage, ckpt = staging_dir(out), checkpoint_path(out)
-    if resume:
-        if resume is True and not ckpt.is_file():
-            raise ConfigError(f"resume=true, but there is no checkpoint to continue from: {ckpt.resolve()} does not "
-                              "exist (the run finished, never started, or was killed before its first checkpoint). "
-                              "Run without resume=true to start it.")
-        ckpt = ckpt if resume is True else resume
-    elif (ckpt.is_file() or _has_files(stage)) and not cfg.overwrite:
-        if ckpt.is_file():
-            raise ConfigError(f"{out.resolve()} has an unfinished run; its checkpoint is {describe(ckpt.resolve())}. "
-                              "Continue it with the same command plus resume=true, or pass overwrite=true to "
-                              "start over.")
+    if is_rank_zero():  # under DDP, rank 0 checks and writes; the others follow it
+        check_output_dir(out, cfg.overwrite and not resume)
+        _check_leftovers(out, stage, ckpt, resume=resume, overwrite=bool(cfg.overwrite))
+    resume_from = (ckpt if resume is True else resume) if resume else None
+    settings = run_settings(cfg, {"trainer.accelerator": hw.accelerator, "trainer.precision": hw.precision})
+    saved = saved_state(resume_from) if resume_from is not None else None
+    if saved is not None:
+        check_settings(resume_from, saved, settings)
+    return RunDir(out=out, stage=stage, checkpoint=ckpt, resume_from=resume_from, saved=saved, settings=settings)
+
+
+def _check_leftovers(out: Path, stage: Path, ckpt: Path, *, resume, overwrite: bool) -> None:
+    if resume is True and not ckpt.is_file():
+        raise ConfigError(f"resume=true, but there is no checkpoint to continue from: {ckpt.resolve()} does not "
+                          "exist (the run finished, never started, or was killed before its first checkpoint). "
+                          "Run without resume=true to start it.")
+    if resume or overwrite:
+        return
+    if ckpt.is_file():
+        raise ConfigError(f"{out.resolve()} has an unfinished run; its checkpoint is {describe(ckpt.resolve())}. "
+                          "Continue it with the same command plus resume=true, or pass overwrite=true to "
+                          "start over.")
+    if _has_files(stage):
         raise ConfigError(f"{stage.resolve()} holds the partial results of an earlier run that stopped before its "
                           "first checkpoint. Move it away, or pass overwrite=true to discard it.")
-    else:  # overwrite=true, or leftovers without a single file in them
-        shutil.rmtree(stage, ignore_errors=True)
-        shutil.rmtree(ckpt.parent, ignore_errors=True)
-    stage.mkdir(parents=True, exist_ok=True)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def staged(run: RunDir):
+    """Yield the staging folder, as plan_run_dir checked it: emptied for a fresh start (overwrite=true, or
+    leftovers without a single file), kept for a resume. A run that fails before writing a file leaves no folder."""
+    if not is_rank_zero():
+        yield run.stage
+        return
+    if run.resume_from is None:
+        shutil.rmtree(run.stage, ignore_errors=True)
+        shutil.rmtree(run.checkpoint.parent, ignore_errors=True)
+    run.stage.mkdir(parents=True, exist_ok=True)
+    run.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     try:
-        yield out, stage, (ckpt if resume else None)
+        yield run.stage
     except BaseException:
-        for d in (stage, ckpt.parent):
+        for d in (run.stage, run.checkpoint.parent):
             if d.is_dir() and not _has_files(d):
                 shutil.rmtree(d)
         raise
-
-
-def _run_settings(cfg: DictConfig, hw: Hardware) -> dict:
-    return run_settings(cfg, {"trainer.accelerator": hw.accelerator, "trainer.precision": hw.precision})
-
-
-def check_outputs(cfg: DictConfig, hw: Hardware) -> None:
-    """output_dir can be written; resume=: the checkpoint's stored settings against this run's. Before any model."""
-    check_writable(cfg.output_dir, "output_dir", beside=True)
-    ckpt = resume_target(cfg)
-    if ckpt is not None:
-        check_settings(ckpt, _run_settings(cfg, hw))
 
 
 def _has_files(d: Path) -> bool:
     return d.is_dir() and any(p.is_file() for p in d.rglob("*"))
 
 
-def fit(cfg, hw: Hardware, *, module, dm, best: BestOnDev, identity: dict, resume_from: Path | None) -> BestOnDev:
+def fit(cfg, hw: Hardware, *, module, dm, best: BestOnDev, identity: dict, run: RunDir) -> BestOnDev:
     """Train `module` on `dm`; `best` keeps the best-on-dev model. The run's identity goes into its checkpoints."""
     every = cfg.get("checkpoint_every_n_steps")
-    saver = ResumableCheckpoint(checkpoint_path(cfg.output_dir), int(every) if every else None, identity,
-                                _run_settings(cfg, hw))
+    saver = ResumableCheckpoint(run.checkpoint, int(every) if every else None, identity, run.settings)
+    resume_from = run.resume_from
     if resume_from is not None:
-        check_checkpoint(resume_from, identity)
+        check_identity(resume_from, run.saved, identity)
         print(f"resuming from {describe(resume_from)}")
     trainer = _trainer(cfg, hw, [best, saver])  # BestOnDev first: the epoch checkpoint includes its record
     try:

@@ -71,8 +71,9 @@ def run_settings(cfg, resolved: dict | None = None) -> dict:
     return {**out, **(resolved or {})}
 
 
-def _saved_state(path: Path) -> dict:
-    """ResumableCheckpoint's part of a checkpoint. mmap: the tensors (both networks, optimizers) are not read."""
+def saved_state(path: Path) -> dict:
+    """ResumableCheckpoint's part of a checkpoint (its identity and settings), read once before any model loads.
+    mmap: the tensors (both networks, optimizers) are not read."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return next(v for v in ckpt["callbacks"].values() if isinstance(v, dict) and "identity" in v)
@@ -82,19 +83,10 @@ def _saved_state(path: Path) -> dict:
                           "run over, or resume=<another checkpoint>.") from None
 
 
-def resume_target(cfg) -> Path | None:
-    """The checkpoint this run would continue from (resume=true: the output directory's own, if it exists)."""
-    resume = resume_request(cfg.get("resume", False))
-    if resume is True:
-        ckpt = checkpoint_path(cfg.output_dir)
-        return ckpt if ckpt.is_file() else None  # none: _staged says so
-    return resume or None
-
-
-def check_settings(path: Path, settings: dict) -> None:
+def check_settings(path: Path, state: dict, settings: dict) -> None:
     """Refuse to continue a checkpoint written with other settings: the run would train half with each and record
-    only the new ones. Cheap (no tensor is read), so it runs before any model is loaded."""
-    saved = _saved_state(path).get("settings")
+    only the new ones. `state`: saved_state(path), so it runs before any model is loaded."""
+    saved = state.get("settings")
     if saved is None:  # written before checkpoints stored their settings: nothing to compare
         print(f"warning: checkpoint {path} does not record its settings; resuming it assumes they are unchanged.")
         return
@@ -113,9 +105,9 @@ def _show(value) -> str:
     return "not set" if value is _UNSET else "null" if value is None else str(value)
 
 
-def check_checkpoint(path: Path, identity: dict) -> None:
-    """Refuse a checkpoint that cannot be read, or that was written by another task, method or model shape."""
-    saved = _saved_state(path)["identity"]
+def check_identity(path: Path, state: dict, identity: dict) -> None:
+    """Refuse a checkpoint written by another task, method or model shape (`state`: saved_state(path))."""
+    saved = state["identity"]
     diffs = [f"{k}: checkpoint {saved.get(k)!r}, this run {v!r}" for k, v in identity.items() if saved.get(k) != v]
     if diffs:
         raise ConfigError(f"Checkpoint {path} belongs to another run ({'; '.join(diffs)}). Resume with the "
