@@ -305,7 +305,7 @@ def export_onnx(model: nn.Module, tokenizer, out_dir: str | Path, *, quantize: s
     if quantize not in QUANTIZE:
         raise ConfigError(f"quantize={quantize!r} is not supported; use one of {', '.join(QUANTIZE)}.")
     out = check_output_dir(out_dir, overwrite)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite) as tmp:  # published: never over a folder that appeared meanwhile
         raw, fused = tmp / "model.raw.onnx", tmp / "model.fused.onnx"
         names = _export_graph(model, sample, raw)
         fusions = _optimize_graph(raw, fused, model.config)
