@@ -193,8 +193,8 @@ def test_a_folder_another_process_owns_is_refused_before_loading(script, rte_tea
     teacher_tmp, glue = rte_teacher
     out = tmp_path / "out"
     if script == "predict":
-        args, lock = ["task=rte", f"model_dir={teacher_tmp / 'teacher'}", f"output_dir={out}", f"data.glue_dir={glue}"], out / ".predict.lock"
-        owner = out
+        args = ["task=rte", f"model_dir={teacher_tmp / 'teacher'}", f"output_dir={out}", f"data.glue_dir={glue}"]
+        lock, owner = out / ".predict.lock", out
     else:
         args, lock, owner = train_args(rte_teacher, tiny_bert, tmp_path, out), None, out
         if script == "finetune_teacher":
@@ -393,3 +393,35 @@ def test_a_checkpoint_of_the_other_script_is_named_as_such(written_by, script, r
 def test_an_unknown_search_or_a_value_that_is_not_finite_is_refused(override, says, tmp_path):
     res = run("train.py", [override], tmp_path)
     assert answered(res).startswith(says)
+
+
+def test_what_counts_as_a_failed_write(tmp_path, monkeypatch):
+    import errno
+
+    from reptiledistil.outputs import WriteFailed, saving, write_fault, write_text_atomic
+
+    assert str(write_fault(OSError(errno.ENOSPC, "No space left on device", "/x/m.bin"))) == (
+        "could not write /x/m.bin: no space is left on the device.")
+    safetensors_error = Exception("Error while serializing: I/O error: File too large (os error 27)")
+    assert write_fault(safetensors_error, tmp_path / "m").cause.startswith("the file would be larger than")
+    try:  # torch.save into a file that cannot grow: a RuntimeError raised while handling the OSError
+        try:
+            raise OSError(errno.EROFS, "Read-only file system")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos 704 vs 598")
+    except RuntimeError as e:
+        assert write_fault(e, tmp_path / "ckpt").cause == "the file system is read-only"
+    assert write_fault(PermissionError(errno.EACCES, "denied", "/x")) is None  # unnamed: may be a read
+    assert write_fault(ConfigError("bad alpha")) is None and write_fault(ValueError("x")) is None
+    with pytest.raises(WriteFailed, match=r"could not write .*notes.txt: no space is left"):
+        with saving(tmp_path / "notes.txt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    write_text_atomic(tmp_path / "f.txt", "old")
+
+    def read_only(*a):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "replace", read_only)
+    with pytest.raises(WriteFailed, match=r"could not write .*f.txt: the file system is read-only"):
+        write_text_atomic(tmp_path / "f.txt", "new")
+    assert os.listdir(tmp_path) == ["f.txt"] and (tmp_path / "f.txt").read_text() == "old"

@@ -171,7 +171,7 @@ class RunConfig:
     warmup_ratio: float = setting("the share of training steps spent warming the learning rate up",
                                   low=0, high=1, high_open=True)
     output_dir: str = setting("where the model and its metrics go")
-    overwrite: bool = setting("replace an existing output directory")
+    overwrite: bool = setting("replace a previous run's results (never files no run wrote)")
     resume: Any = False  # false | true | <checkpoint file>: resume.resume_request
     checkpoint_every_n_steps: Optional[int] = setting("training steps between checkpoints, or null for one at the "
                                                       "end of every epoch only", **COUNT)

@@ -49,9 +49,9 @@ def check_output_target(path, key: str = "output_dir", protected: dict | None = 
     path = Path(path).expanduser()
     target, cwd = path.resolve(), Path.cwd().resolve()
     if target == cwd or target in cwd.parents:
-        raise ConfigError(f"{key}={path} is {'the working directory' if target == cwd else 'a folder holding the working directory'} "
-                          f"({target}): a run replaces its output folder when it finishes. Pass {key}=<a folder of its own>, "
-                          "e.g. a new subfolder.")
+        what = "the working directory" if target == cwd else "a folder holding the working directory"
+        raise ConfigError(f"{key}={path} is {what} ({target}): a run replaces its output folder when it finishes. "
+                          f"Pass {key}=<a folder of its own>, e.g. a new subfolder.")
     for name, held in (protected or {}).items():
         held = Path(held).expanduser().resolve()
         if target == held or target in held.parents:
@@ -114,16 +114,17 @@ def lock_path(folder: str | Path) -> Path:
 
 
 @contextmanager
-def owned(folder: str | Path, lock: Path | None = None, key: str = "output_dir"):
+def owned(folder: str | Path, lock: Path | None = None, fix: str = "choose another output_dir=<dir>"):
     """Own `folder` while the body runs: an exclusive fcntl.flock on `lock` (default: lock_path(folder)), which
     records who holds it (pid, host, start time) and dies with the process however it ends. A folder another
-    live run owns is refused, naming that run; a lock file left by a run that died is taken over, saying so.
-    Folders made to hold the lock file are removed again if nothing else was written in them."""
+    live run owns is refused, naming that run (and `fix`); a lock file left by a run that died is taken over,
+    saying so. Folders made to hold the lock file are removed again if nothing else was written in them."""
     lock = Path(lock or lock_path(folder))
     made = [d for d in (lock.parent, *lock.parent.parents) if not d.exists()]
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = _lock(lock, folder, key)
+        with saving(lock):  # a full disk: even the lock file cannot be written
+            fd = _lock(lock, folder, fix)
     except BaseException:
         _remove_empty(made)
         raise
@@ -135,16 +136,20 @@ def owned(folder: str | Path, lock: Path | None = None, key: str = "output_dir")
         _remove_empty(made)
 
 
-def _lock(lock: Path, folder, key: str) -> int:
+def _lock(lock: Path, folder, fix: str) -> int:
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # a run that failed removed the empty folder it had made for its own lock
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = _owner(fd) or "its owner not yet recorded"
             os.close(fd)
             raise ConfigError(f"another run ({owner}) is writing {Path(folder).resolve()}. Wait for it to finish or "
-                              f"stop it, or choose another {key}=<dir>.") from None
+                              f"stop it, or {fix}.") from None
         try:  # the holder may have removed the file between our open and our lock: lock the file now there
             here = os.stat(lock)
             if (here.st_dev, here.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
@@ -204,9 +209,9 @@ class WriteFailed(ConfigError):
 
 def write_fault(e: BaseException, path=None) -> WriteFailed | None:
     """`e` as a WriteFailed when it is a failed write: an OSError with one of WRITE_FAULTS' codes, a library's error
-    carrying one (safetensors: '... File too large (os error 27)'), or raised while handling one (torch.save: 'unexpected
-    pos'). `path`: the result being written (default: the file the OSError names; then a denied permission is not
-    taken for a write, as it may be a read). None for any other error."""
+    carrying one (safetensors: '... File too large (os error 27)'), or raised while handling one (torch.save's
+    'unexpected pos'). `path`: the result being written (default: the file the OSError names; then a denied
+    permission is not taken for a write, as it may be a read). None for any other error."""
     if isinstance(e, ConfigError) and not isinstance(e, WriteFailed):
         return None  # already an answer
     seen = 0
@@ -272,10 +277,16 @@ def replace_dir(staging: Path, final: Path) -> None:
 
 
 def remove_leftovers(folder: Path) -> None:
-    """Delete what a killed write left in a run's own folder: the atomic helpers' temporary files and folders."""
+    """Delete what a killed write left in a run's own folder, or beside it in its name: the atomic helpers'
+    temporary files and folders."""
+    found = list(folder.parent.glob(f".{folder.name}.tmp-*"))
     if folder.is_dir():
-        for p in list(folder.rglob(".*.tmp-*")) + list(folder.rglob("*.tmp")):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        found += list(folder.rglob(".*.tmp-*")) + list(folder.rglob("*.tmp"))
+    for p in found:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -128,8 +128,9 @@ def _owned(cfg: DictConfig, hw: Hardware, protected: dict):
     with ExitStack() as held:
         held.enter_context(owned(out))
         other = checkpoint_owner(resume) if isinstance(resume, Path) else None
-        if other is not None and other.resolve() != out.resolve():  # resume=<another run's checkpoint>: it must
-            held.enter_context(owned(other, key="resume"))          # not be written (or deleted) meanwhile
+        if other is not None and other.resolve() != out.resolve():
+            # resume=<another run's checkpoint>: that run must not write it (or finish and delete it) meanwhile
+            held.enter_context(owned(other, fix="resume from a copy of its checkpoint"))
         outputs = _check_staging(cfg, hw, out, resume)
         try:
             yield outputs
@@ -496,7 +497,7 @@ def _owned_predictions(cfg: DictConfig, task: Task, export: bool):
     with ExitStack() as held:
         held.enter_context(owned(out, lock=out / ".predict.lock"))
         if export:
-            held.enter_context(owned(cfg.export_dir, key="export_dir"))
+            held.enter_context(owned(cfg.export_dir, fix="choose another export_dir=<dir>"))
             check_output_dir(cfg.export_dir, cfg.overwrite, "export_dir")
         clash = [f for f in _prediction_files(cfg, task, out) if f.exists()]
         if clash and not cfg.overwrite:
