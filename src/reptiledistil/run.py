@@ -169,10 +169,9 @@ def _kept(fault: WriteFailed, o: _Outputs) -> str:
     if ckpt.is_file():
         return (f"Nothing half-written is left; the last complete checkpoint is kept, {describe(ckpt.resolve())}: "
                 f"{fault.fix}, then run the same command plus resume=true to continue from it.")
-    again = (f" plus overwrite=true (which discards the partial results in {o.stage})" if _has_files(o.stage)
-             else "")
+    again = (f" with overwrite=true (it discards the partial results in {o.stage})" if _has_files(o.stage) else "")
     return (f"Nothing half-written is left, but no checkpoint had been completed yet: {fault.fix}, then run the same "
-            f"command{again} again.")
+            f"command again{again}.")
 
 
 @contextmanager
