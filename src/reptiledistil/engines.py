@@ -38,7 +38,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .hardware import cpu_supports_bf16
-from .outputs import atomic_dir, check_output_dir
+from .outputs import atomic_dir, check_output_dir, write_json_atomic
 
 ENGINES = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -335,6 +335,4 @@ def record_dev_check(export_dir: str | Path, check: dict) -> None:
     path = Path(export_dir) / MARKER
     marker = json.loads(path.read_text(encoding="utf-8"))
     marker["dev_check"] = check
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json_atomic(path, marker)
