@@ -54,6 +54,18 @@ FP32_TRAIN, FP32_PREDICT = "trainer.precision=32-true", "precision=fp32"
 def pinned(extra: list[str]) -> list[str]:
     """fp32 unless the grid's own overrides name a precision (Hydra refuses one key set twice)."""
     return [] if any(o.lstrip("+").startswith("trainer.precision=") for o in extra) else [FP32_TRAIN]
+# Settings added after a grid's first runs, with the value those runs had: a record without the key ran with it, and
+# so do the runs a grid adds next to such records (a grid is one experiment; the new default is for new grids).
+LEGACY = {"data.group_by_length": False}
+
+
+def legacy_overrides(records: list[Path], given: list[str]) -> list[str]:
+    """`key=<old value>` for each LEGACY key that these records lack and the grid's overrides do not set."""
+    records = [json.loads(p.read_text()).get("config", {}) for p in records]
+    return [f"{k}={str(v).lower()}" for k, v in LEGACY.items()
+            if records and k not in flat(records[0]) and not any(o.lstrip("+").startswith(f"{k}=") for o in given)]
+
+
 DEFAULT_SEEDS = {"rte": [1, 2, 3], "mrpc": [1, 2, 3], "stsb": [1], "cola": [1], "sst2": [1]}
 DEFAULT_TASKS = ("rte", "mrpc", "stsb", "cola")  # the full grid; the report lists what it still lacks
 
@@ -123,7 +135,8 @@ def composed(script: str, overrides: list[str]) -> dict:
 
 def config_diff(recorded: dict, new: dict, *, same_method: bool) -> dict[str, tuple]:
     """{key: (recorded, new)} where two runs' configurations differ beyond their own paths and seed."""
-    old, now = flat(recorded), flat(new)
+    now = flat(new)
+    old = {**{k: v for k, v in LEGACY.items() if k in now}, **flat(recorded)}  # a record older than the key
     skip = PER_RUN + (() if same_method else PER_METHOD)
     return {k: (old.get(k), now.get(k)) for k in sorted(old.keys() | now.keys())
             if old.get(k) != now.get(k) and k.split(".")[0] not in skip and k not in skip}
@@ -137,6 +150,9 @@ class Grid:
         # the teachers' own overrides (finetune_teacher.py refuses the students' model.distil.*, method.*, ...)
         self.teacher_extra = extra if teacher_extra is None else teacher_extra
         self.results = ROOT / "results" / name
+        self.extra = extra + legacy_overrides(sorted(self.results.glob("*/*-seed*.json")), extra)
+        self.teacher_extra = self.teacher_extra + legacy_overrides(sorted(self.results.glob("*/teacher.json")),
+                                                                   self.teacher_extra)
         self.models = ROOT / "model" / "grid" / name
         # Paths handed to the scripts (and so recorded in the JSONs) are relative to the repository, where the
         # scripts run: no record holds the absolute path of the machine that made it.

@@ -20,7 +20,7 @@ MAX_POSITIONAL = 5
 
 # Bottom to top: a module may import its own floor or a lower one, never a higher one.
 FLOORS = [
-    {"errors", "tasks", "rules"},
+    {"errors", "tasks", "rules", "install_mpnet"},
     {"metrics", "layer_map", "losses", "reptile"},
     {"data", "custom_data", "models"},
     {"methods", "module", "callbacks"},

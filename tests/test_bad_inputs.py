@@ -504,7 +504,7 @@ def script(args: list[str], cwd: Path, prefix: tuple[str, ...] = ()) -> subproce
     (["predict.py", "task=foo"], "error: In 'predict': Could not find 'task/foo'. Available options in 'task': ax, cola",
      "Pick one of them: task=<option>."),
     (["finetune_teacher.py", "model=nope"], "Could not find 'model/nope'. Available options in 'model': bert_base, "
-     "deberta_v3_base, electra_base, minilm, roberta_base, xlm_roberta_base", "model=<option>"),
+     "deberta_v3_base, electra_base, minilm, mpnet_base, roberta_base, xlm_roberta_base", "model=<option>"),
     (["train.py", "batch_size=0"], "error: batch_size=0 must be at least 1", "training examples per step"),
     (["finetune_teacher.py", "--cfg", "job", "--resolve"], "error: log_dir comes from Hydra's run folder, which --cfg "
      "does not create", "Drop --resolve, or pass log_dir=<a folder> as well."),

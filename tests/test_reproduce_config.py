@@ -86,3 +86,22 @@ def test_a_refused_grid_keeps_its_recorded_command(grid, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="another configuration"):
         reproduce.main()
     assert json.loads((tmp_path / "results/minilm/grid.json").read_text()) == {"command": "recorded"}
+
+
+def test_records_older_than_a_setting_keep_its_old_value(tmp_path, monkeypatch):
+    """The MiniLM grid ran before data.group_by_length existed: the runs added to it stay ungrouped (and compare
+    equal to its records); a new grid takes the new default."""
+    old = {**CONFIG, "data": {"source": "tsv"}}
+    assert reproduce.config_diff(old, {**CONFIG, "data": {"source": "tsv", "group_by_length": False}},
+                                 same_method=True) == {}
+    assert reproduce.config_diff(old, {**CONFIG, "data": {"source": "tsv", "group_by_length": True}},
+                                 same_method=True) == {"data.group_by_length": (False, True)}
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    (tmp_path / "results/minilm/rte").mkdir(parents=True)
+    for name in ("kd-seed1", "teacher"):
+        (tmp_path / f"results/minilm/rte/{name}.json").write_text(json.dumps({"config": old}))
+    grid = reproduce.Grid("minilm", ["alpha=0.3"], None)
+    assert grid.extra == ["alpha=0.3", "data.group_by_length=false"]
+    assert grid.teacher_extra == ["alpha=0.3", "data.group_by_length=false"]
+    assert reproduce.Grid("minilm", ["data.group_by_length=true"], None).extra == ["data.group_by_length=true"]
+    assert reproduce.Grid("minilm", [], "new").extra == [], "a new grid: the default"

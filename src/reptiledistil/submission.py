@@ -11,14 +11,21 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
-from .data import model_inputs, tokenize
+from .data import length_order, model_inputs, tokenize
 from .outputs import saving, write_text_atomic
 from .tasks import Task
 
 
 def token_batches(tokenizer, ds: datasets.Dataset, max_seq_length: int, batch_size: int):
     """The model inputs of `ds` (columns text_a, text_b) in order, tokenized and padded batch by batch."""
-    enc = tokenize(ds, tokenizer, max_seq_length).remove_columns([c for c in ("labels", "idx") if c in ds.column_names])
+    return _batches(_encode(tokenizer, ds, max_seq_length), tokenizer, batch_size)
+
+
+def _encode(tokenizer, ds: datasets.Dataset, max_seq_length: int) -> datasets.Dataset:
+    return tokenize(ds, tokenizer, max_seq_length).remove_columns([c for c in ("labels", "idx") if c in ds.column_names])
+
+
+def _batches(enc: datasets.Dataset, tokenizer, batch_size: int):
     loader = DataLoader(enc.with_format("python"), batch_size=batch_size, shuffle=False,
                         collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"))
     return (model_inputs(b) for b in loader)
@@ -33,15 +40,23 @@ def predict_logits(runner, tokenizer, ds: datasets.Dataset, max_seq_length: int,
                    device: str | torch.device = "cpu") -> torch.Tensor:
     """Logits for every example of `ds` (columns text_a, text_b), in order.
 
-    `runner` maps a batch of token tensors to logits (engines.TorchRunner, engines.OnnxRunner); a plain PyTorch
-    model is run in fp32 on `device`.
+    The examples run longest first (batches of similar lengths pad little) and their logits are put back in the
+    order of `ds`. `runner` maps a batch of token tensors to logits (engines.TorchRunner, engines.OnnxRunner); a
+    plain PyTorch model is run in fp32 on `device`.
     """
     from .engines import EngineChoice, TorchRunner
 
     if isinstance(runner, torch.nn.Module):
         runner = TorchRunner(runner, EngineChoice("torch", "fp32", str(device), ""))
-    out = [runner(b) for b in token_batches(tokenizer, ds, max_seq_length, batch_size)]
-    return torch.cat(out) if out else torch.empty(0, runner.num_labels)
+    enc = _encode(tokenizer, ds, max_seq_length)
+    order = length_order(enc)
+    out = [runner(b) for b in _batches(enc.select(order), tokenizer, batch_size)]
+    if not out:
+        return torch.empty(0, runner.num_labels)
+    sorted_logits = torch.cat(out)
+    logits = torch.empty_like(sorted_logits)
+    logits[torch.tensor(order)] = sorted_logits
+    return logits
 
 
 def format_predictions(task: Task, logits: torch.Tensor) -> list[str]:
