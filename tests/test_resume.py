@@ -129,7 +129,8 @@ def test_checkpoint_of_another_run_or_truncated_is_refused(env, tiny_bert, tmp_p
         distil(compose_cfg("train", other))
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 3])
-    with pytest.raises(ConfigError, match=r"cannot be resumed from .* truncated, corrupt"):
+    with pytest.raises(ConfigError, match=r"is truncated or corrupt \(.*\), so it cannot be resumed from: pass "
+                                          r"resume=<another checkpoint>"):
         distil(compose_cfg("train", _overrides(env, tiny_bert, "train", out, "resume=true")))
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
 
-from .outputs import atomic_dir
+from .outputs import atomic_dir, saving
 
 
 class EpochProgressBar(TQDMProgressBar):
@@ -119,8 +120,15 @@ class ResumableCheckpoint(pl.Callback):
         # module restores its own copy, which makes the sampler skip the batches already done).
         self.batches_done = state["batches_done"]
         self._rng = state["rng"]
+        if self.batches_done == 0:  # an epoch-end checkpoint: set back now, before the next epoch's data loader
+            _set_rng_states(self._rng)  # draws its seed from it (its iterator is made first on a resumed run, and
+            self._rng = None            # after the epoch starts on a run never stopped)
 
     # -- when to save -----------------------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = _DirectCheckpointIO()
+
     def on_train_start(self, trainer, pl_module) -> None:
         # Replaces Lightning's SIGTERM handler too: it would stop before the epoch-end checkpoint.
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -134,7 +142,7 @@ class ResumableCheckpoint(pl.Callback):
         self._restore_handlers()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._rng is not None:  # first batch after a resume: the RNG exactly as it was when saved
+        if self._rng is not None:  # first batch after a mid-epoch resume: the RNG exactly as it was when saved
             _set_rng_states(self._rng)
             self._rng = None
 
@@ -159,10 +167,18 @@ class ResumableCheckpoint(pl.Callback):
             self._stop(trainer)
 
     def save(self, trainer) -> None:
+        """Write the checkpoint beside the last one and rename it over it: a kill or a full disk mid-write leaves
+        the last complete checkpoint as it was (a failed write: WriteFailed, nothing half-written left)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        try:
+            with saving(self.path):
+                trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+                if trainer.is_global_zero:
+                    os.replace(tmp, self.path)
+        except BaseException:
+            if trainer.is_global_zero:
+                tmp.unlink(missing_ok=True)
+            raise
 
     # -- stopping on a signal -----------------------------------------------------------------------------
     def _request_stop(self, signum, frame) -> None:
@@ -192,6 +208,18 @@ class ResumableCheckpoint(pl.Callback):
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
         self._old_handlers = {}
+
+
+class _DirectCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint straight to the path it is given (ResumableCheckpoint's temporary file beside the last
+    checkpoint). Lightning's own writer first writes the whole file to the system's temp folder, which may be full
+    or small when the output disk is not, and which a kill leaves a half-written file in."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with open(path, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint (a power cut)
 
 
 def _rng_states() -> dict:

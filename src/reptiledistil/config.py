@@ -24,7 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from .errors import ConfigError
@@ -144,7 +144,8 @@ class OptimizerConfig:
     lr: Optional[float] = setting("the learning rate (set by the top-level lr, student_lr or teacher_lr)")
     weight_decay: float = setting("decoupled weight decay", low=0)
     eps: float = setting("AdamW's epsilon", **POSITIVE)
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999],
+                               metadata={"help": "the decay rates of AdamW's running averages"})
     fused: bool = setting("one kernel per step")
 
 
@@ -172,7 +173,7 @@ class RunConfig:
     warmup_ratio: float = setting("the share of training steps spent warming the learning rate up",
                                   low=0, high=1, high_open=True)
     output_dir: str = setting("where the model and its metrics go")
-    overwrite: bool = setting("replace an existing output directory")
+    overwrite: bool = setting("replace a previous run's results (never files no run wrote)")
     resume: Any = False  # false | true | <checkpoint file>: resume.resume_request
     checkpoint_every_n_steps: Optional[int] = setting("training steps between checkpoints, or null for one at the "
                                                       "end of every epoch only", **COUNT)
@@ -328,12 +329,22 @@ def _check_node(node: DictConfig, prefix: str, script: str) -> None:
             _check_node(child, key + ".", script)
             continue
         if "range" not in f.metadata and "choices" not in f.metadata:
+            if _holds_floats(cls, f.name):  # no range of its own (an optimizer's lr, betas), but never inf or nan
+                value = node[f.name]
+                for x in value if isinstance(value, ListConfig) else [value]:
+                    check_value(key, x, {"help": f.metadata.get("help", "a number")})
             continue  # no rule: its value may need a resolver that loads a library (${minilm_dir:})
         try:
             value = node[f.name]
         except ValidationError as e:  # an interpolation whose value has the wrong type (teacher_lr=${method.x})
             raise ConfigError(type_error_message(e, None, key)) from None
         check_value(key, value, f.metadata)
+
+
+def _holds_floats(cls, name: str) -> bool:
+    """float, Optional[float] or List[float]."""
+    typ = typing.get_type_hints(cls).get(name)
+    return typ is float or float in getattr(typ, "__args__", ())
 
 
 def _field(object_type, key: str):

@@ -38,7 +38,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .hardware import cpu_supports_bf16
-from .outputs import atomic_dir, check_output_dir
+from .outputs import atomic_dir, check_output_dir, write_json_atomic
 
 ENGINES = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -305,7 +305,7 @@ def export_onnx(model: nn.Module, tokenizer, out_dir: str | Path, *, quantize: s
     if quantize not in QUANTIZE:
         raise ConfigError(f"quantize={quantize!r} is not supported; use one of {', '.join(QUANTIZE)}.")
     out = check_output_dir(out_dir, overwrite)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite) as tmp:  # published: never over a folder that appeared meanwhile
         raw, fused = tmp / "model.raw.onnx", tmp / "model.fused.onnx"
         names = _export_graph(model, sample, raw)
         fusions = _optimize_graph(raw, fused, model.config)
@@ -335,6 +335,4 @@ def record_dev_check(export_dir: str | Path, check: dict) -> None:
     path = Path(export_dir) / MARKER
     marker = json.loads(path.read_text(encoding="utf-8"))
     marker["dev_check"] = check
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json_atomic(path, marker)

@@ -60,8 +60,10 @@ def check_value(key: str, value, meta: dict, kind: type | None = None):
             raise ConfigError(f"{key}={value} is not one of {', '.join(meta['choices'])} ({meta['help']}). "
                               f"Pass {key}=<{'|'.join(meta['choices'])}>.")
         return word
+    if isinstance(value, float) and not math.isfinite(value):  # inf passes any open-ended range, nan none
+        raise ConfigError(f"{key}={show(value)} must be a finite number ({meta['help']}).")
     rng = meta.get("range")
-    if rng is not None and (isinstance(value, float) and math.isnan(value) or value not in rng):
+    if rng is not None and value not in rng:
         integer = kind is int if kind is not None else isinstance(value, int)
         raise ConfigError(f"{key}={show(value)} must be {rng.text(integer)} ({meta['help']}).")
     return value

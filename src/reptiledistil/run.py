@@ -7,7 +7,8 @@ import shutil
 import sys
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -18,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from .callbacks import BestOnDev, ResumableCheckpoint, progress_bar
 from .checks import check_writable
 from .config import check_config
-from .data import DataSettings, GlueDataModule, TaskData, check_max_seq_length, check_quiz_fits, task_data
+from .data import (DataSettings, GlueDataModule, TaskData, check_max_seq_length, check_quiz_fits, resolve_glue_dir,
+                   task_data)
 from .errors import ConfigError
 from .hardware import Hardware, resolve_hardware
 from .layer_map import layer_mapping, parameter_pairs
@@ -28,9 +30,10 @@ from .model_card import write_model_card
 from .models import build_student, check_finetuned_config, load_finetuned, load_for_finetuning, load_tokenizer
 from .module import DistilModule, DistilSettings, FinetuneModule, NonFiniteLossError
 from .naming import basename, is_multirun, preset_override, teacher_suffix
-from .resume import (check_checkpoint, check_settings, checkpoint_path, describe, resume_request, resume_target,
+from .resume import (check_checkpoint, check_settings, checkpoint_owner, checkpoint_path, describe, resume_request,
                      run_settings)
-from .outputs import check_output_dir, publish, staging_dir, write_json_atomic
+from .outputs import (WriteFailed, atomic_dir, check_output_dir, check_output_target, owned, publish, remove_leftovers,
+                      staging_dir, write_fault, write_json_atomic)
 from .tasks import Task
 
 
@@ -99,58 +102,124 @@ def _is_rank_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
-@contextmanager
-def _staged(cfg: DictConfig):
-    """Check the output location before anything slow; yields (final dir, staging dir, checkpoint to resume).
+@dataclass(frozen=True)
+class _Outputs:
+    """Where a training run writes: its output folder, the staging folder it publishes, the checkpoint it continues
+    from (None: it starts afresh), and whether publishing may replace an earlier result there."""
+    out: Path
+    stage: Path
+    resume_from: Path | None
+    replace: bool
 
-    A run writes into `.<output_dir>.partial/` (models, `checkpoints/last.ckpt`) and is renamed into place
-    when it finishes. A killed run leaves that folder behind: `resume=true` continues from its checkpoint,
-    `overwrite=true` discards it. If a run fails before writing anything, its empty staging dir is removed.
-    """
+
+@contextmanager
+def _owned(cfg: DictConfig, hw: Hardware, protected: dict):
+    """Own the run's output folder from its first check until it publishes (outputs.owned: a second run on it is
+    refused), check it before any model is loaded, and answer a failed write with what was kept. Yields _Outputs.
+
+    A run writes into `.<output_dir>.partial/` (models) and `.<output_dir>.checkpoint/last.ckpt`, and the staging
+    folder is renamed into place when it finishes. A killed run leaves both behind: `resume=true` continues from
+    the checkpoint, `overwrite=true` discards them. `protected`: the run's inputs, which output_dir may not hold."""
     resume = resume_request(cfg.get("resume", False))
-    if not _is_rank_zero():
+    if not _is_rank_zero():  # under DDP, rank 0 owns and checks the folder
         ckpt = resume if isinstance(resume, Path) else checkpoint_path(cfg.output_dir)
-        yield Path(cfg.output_dir), staging_dir(cfg.output_dir), ckpt if resume else None
+        yield _Outputs(Path(cfg.output_dir), staging_dir(cfg.output_dir), ckpt if resume else None, False)
         return
-    out = check_output_dir(cfg.output_dir, cfg.overwrite and not resume)
+    out = check_output_target(cfg.output_dir, "output_dir", protected)
+    check_writable(out, "output_dir", beside=True)
+    with ExitStack() as held:
+        held.enter_context(owned(out))
+        other = checkpoint_owner(resume) if isinstance(resume, Path) else None
+        if other is not None and other.resolve() != out.resolve():
+            # resume=<another run's checkpoint>: that run must not write it (or finish and delete it) meanwhile
+            held.enter_context(owned(other, fix="resume from a copy of its checkpoint"))
+        outputs = _check_staging(cfg, hw, out, resume)
+        try:
+            yield outputs
+        except Exception as e:
+            fault = write_fault(e)
+            if fault is None:
+                raise
+            raise ConfigError(f"{fault} {_kept(fault, outputs)}") from None
+
+
+def _check_staging(cfg: DictConfig, hw: Hardware, out: Path, resume: bool | Path) -> _Outputs:
+    """The output folder holds no result (unless overwrite=true), and what an unfinished run left there is resumed
+    or discarded on purpose; a checkpoint to resume was written with these settings. Reads only."""
+    out = check_output_dir(out, cfg.overwrite and not resume)
     stage, ckpt = staging_dir(out), checkpoint_path(out)
+    if resume is True and not ckpt.is_file():
+        raise ConfigError(f"resume=true, but there is no checkpoint to continue from: {ckpt.resolve()} does not "
+                          "exist (the run finished, never started, or was killed before its first checkpoint). "
+                          "Run without resume=true to start it.")
     if resume:
-        if resume is True and not ckpt.is_file():
-            raise ConfigError(f"resume=true, but there is no checkpoint to continue from: {ckpt.resolve()} does not "
-                              "exist (the run finished, never started, or was killed before its first checkpoint). "
-                              "Run without resume=true to start it.")
         ckpt = ckpt if resume is True else resume
-    elif (ckpt.is_file() or _has_files(stage)) and not cfg.overwrite:
-        if ckpt.is_file():
-            raise ConfigError(f"{out.resolve()} has an unfinished run; its checkpoint is {describe(ckpt.resolve())}. "
-                              "Continue it with the same command plus resume=true, or pass overwrite=true to "
-                              "start over.")
+        check_settings(ckpt, _run_settings(cfg, hw), _script(cfg))
+        return _Outputs(out, stage, ckpt, replace=False)
+    if ckpt.is_file() and not cfg.overwrite:
+        raise ConfigError(f"{out.resolve()} has an unfinished run; its checkpoint is {describe(ckpt.resolve())}. "
+                          "Continue it with the same command plus resume=true, or pass overwrite=true to start over.")
+    if _has_files(stage) and not cfg.overwrite:
         raise ConfigError(f"{stage.resolve()} holds the partial results of an earlier run that stopped before its "
                           "first checkpoint. Move it away, or pass overwrite=true to discard it.")
-    else:  # overwrite=true, or leftovers without a single file in them
-        shutil.rmtree(stage, ignore_errors=True)
-        shutil.rmtree(ckpt.parent, ignore_errors=True)
-    stage.mkdir(parents=True, exist_ok=True)
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    return _Outputs(out, stage, None, replace=bool(cfg.overwrite))
+
+
+def _kept(fault: WriteFailed, o: _Outputs) -> str:
+    """After a failed write: what is kept, and how to go on."""
+    ckpt = checkpoint_path(o.out)
+    if ckpt.is_file():
+        return (f"Nothing half-written is left; the last complete checkpoint is kept, {describe(ckpt.resolve())}: "
+                f"{fault.fix}, then run the same command plus resume=true to continue from it.")
+    again = (f" with overwrite=true (it discards the partial results in {o.stage})" if _has_files(o.stage) else "")
+    return (f"Nothing half-written is left, but no checkpoint had been completed yet: {fault.fix}, then run the same "
+            f"command again{again}.")
+
+
+@contextmanager
+def _staged(o: _Outputs):
+    """The staging and checkpoint folders, ready: an earlier run's leftovers discarded (a run starting afresh) or
+    what a killed write left in them (a resumed run). If the run fails before writing anything, they are removed."""
+    folders = (o.stage, checkpoint_path(o.out).parent)
+    if _is_rank_zero():
+        for d in folders:
+            if o.resume_from is None:  # overwrite=true, or leftovers without a single file in them
+                shutil.rmtree(d, ignore_errors=True)
+            remove_leftovers(d)
+            d.mkdir(parents=True, exist_ok=True)
     try:
-        yield out, stage, (ckpt if resume else None)
+        yield
     except BaseException:
-        for d in (stage, ckpt.parent):
+        for d in folders if _is_rank_zero() else ():
             if d.is_dir() and not _has_files(d):
                 shutil.rmtree(d)
         raise
 
 
+def _script(cfg: DictConfig) -> str:
+    return "train" if "method" in cfg else "finetune_teacher"
+
+
+def _protected(cfg: DictConfig, *keys: str) -> dict:
+    """The run's inputs that are on this machine, {key: path}: its output folder may not hold them."""
+    found = {}
+    for key in keys:
+        try:
+            value = OmegaConf.select(cfg, key)
+            if key == "data.glue_dir" and cfg.data.get("source", "tsv") == "tsv":
+                value = resolve_glue_dir(value)  # unset: the folder it is found in
+        except Exception:  # not found (refused later, with its fix) or outside a Hydra run (${hydra:...})
+            continue
+        if value and Path(str(value)).expanduser().exists():
+            found[key] = Path(str(value))
+    return found
+
+
+DATA_KEYS = ("data.glue_dir", "data.train_file", "data.validation_file", "data.test_file")
+
+
 def _run_settings(cfg: DictConfig, hw: Hardware) -> dict:
     return run_settings(cfg, {"trainer.accelerator": hw.accelerator, "trainer.precision": hw.precision})
-
-
-def _check_outputs(cfg: DictConfig, hw: Hardware) -> None:
-    """output_dir can be written; resume=: the checkpoint's stored settings against this run's. Before any model."""
-    check_writable(cfg.output_dir, "output_dir", beside=True)
-    ckpt = resume_target(cfg)
-    if ckpt is not None:
-        check_settings(ckpt, _run_settings(cfg, hw))
 
 
 def _has_files(d: Path) -> bool:
@@ -201,17 +270,20 @@ def _resolved(cfg: DictConfig) -> dict:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _publish(stage: Path, out: Path, summary: dict, *, summary_file: str, what: str, model_dir: Path) -> None:
+def _publish(o: _Outputs, summary: dict, *, summary_file: str, what: str, model_dir: Path) -> None:
     """Rank 0: write the summary beside the staged models, move them into place, print best and final dev."""
     if not _is_rank_zero():
         return
-    write_json_atomic(stage / summary_file, summary)
-    publish(stage, out)
-    shutil.rmtree(checkpoint_path(out).parent, ignore_errors=True)  # finished: nothing left to resume
+    write_json_atomic(o.stage / summary_file, summary)
+    publish(o.stage, o.out, o.replace)
+    shutil.rmtree(checkpoint_path(o.out).parent, ignore_errors=True)  # finished: nothing left to resume
     log_dir = summary.get("log_dir")
     if log_dir and "${" not in str(log_dir):  # a copy beside the logs: a sweep's job folders list every run
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(log_dir) / summary_file, summary)
+        try:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            write_json_atomic(Path(log_dir) / summary_file, summary)
+        except (WriteFailed, OSError) as e:  # the results are in place: a missing copy is not worth failing for
+            print(f"warning: {summary_file} was not copied beside the logs ({e})")
     b, f = summary["best"], summary["final"]
     own = lambda r: format_metrics({k: v for k, v in r.items() if not k.startswith("teacher_")})
     print(f"{what} saved to {model_dir}\n  best dev (epoch {b['epoch']}): {own(b)}\n"
@@ -228,13 +300,13 @@ def finetune(cfg: DictConfig) -> dict:
     check_config(cfg)  # types, ranges, keys this script does not use (config.py)
     data = task_data(cfg)  # task=custom: its files are read and checked here
     hw = _hardware(cfg)
-    _check_outputs(cfg, hw)
-    splits = data.training_splits()  # every bad file refused before any model is loaded
-    with _staged(cfg) as (out, stage, resume_from):
-        model, tokenizer = _load_finetune(cfg, data.task)
-        best = _run_finetune(cfg, hw, data.task, model=model, tokenizer=tokenizer, splits=splits, stage=stage,
-                             resume_from=resume_from)
-    return _publish_teacher(cfg, data.task, best, stage=stage, out=out)
+    with _owned(cfg, hw, _protected(cfg, "model.teacher_init", *DATA_KEYS, "log_dir")) as o:
+        splits = data.training_splits()  # every bad file refused before any model is loaded
+        with _staged(o):
+            model, tokenizer = _load_finetune(cfg, data.task)
+            best = _run_finetune(cfg, hw, data.task, model=model, tokenizer=tokenizer, splits=splits, stage=o.stage,
+                                 resume_from=o.resume_from)
+        return _publish_teacher(cfg, data.task, best, outputs=o)
 
 
 def _load_finetune(cfg: DictConfig, task: Task):
@@ -256,9 +328,9 @@ def _run_finetune(cfg: DictConfig, hw: Hardware, task: Task, *, model, tokenizer
                 identity=identity, resume_from=resume_from)
 
 
-def _publish_teacher(cfg: DictConfig, task: Task, best: BestOnDev, *, stage: Path, out: Path) -> dict:
+def _publish_teacher(cfg: DictConfig, task: Task, best: BestOnDev, *, outputs: _Outputs) -> dict:
     summary = _summary(cfg, task, best, {"model": str(cfg.model.teacher_init)})
-    _publish(stage, out, summary, summary_file="dev_metrics.json", what="Teacher", model_dir=out)
+    _publish(outputs, summary, summary_file="dev_metrics.json", what="Teacher", model_dir=outputs.out)
     return summary
 
 
@@ -301,17 +373,16 @@ def distil(cfg: DictConfig) -> dict:
                                finetune_hint(data.task, cfg.teacher_dir) + " Or start the student from the "
                                "pretrained layers: model.student.start=pretrained.")
     method = method.for_hardware(hw)
-    _check_outputs(cfg, hw)
-    splits = data.training_splits()  # every bad file refused before any model is loaded
-    check_quiz_fits(splits, method.quiz_examples(), cfg.data.get("max_train_samples"))
-    teacher = _load_teacher(cfg, data.task, method)
-    with _staged(cfg) as (out, stage, resume_from):
-        student, tokenizer, pairs = _load_student(cfg, data.task, method, teacher)
-        best = _run_distil(cfg, hw, data.task, method=method, models=(teacher, student, pairs), tokenizer=tokenizer,
-                           splits=splits, stage=stage, resume_from=resume_from)
-        _save_updated_teacher(cfg, method, teacher, tokenizer, stage)
-    return _publish_student(cfg, data.task, best, method=method, teacher=teacher, student=student, stage=stage,
-                            out=out)
+    with _owned(cfg, hw, _protected(cfg, "teacher_dir", "model.student.source", *DATA_KEYS, "log_dir")) as o:
+        splits = data.training_splits()  # every bad file refused before any model is loaded
+        check_quiz_fits(splits, method.quiz_examples(), cfg.data.get("max_train_samples"))
+        teacher = _load_teacher(cfg, data.task, method)
+        with _staged(o):
+            student, tokenizer, pairs = _load_student(cfg, data.task, method, teacher)
+            best = _run_distil(cfg, hw, data.task, method=method, models=(teacher, student, pairs),
+                               tokenizer=tokenizer, splits=splits, stage=o.stage, resume_from=o.resume_from)
+            _save_updated_teacher(cfg, method, teacher, tokenizer, o.stage)
+        return _publish_student(cfg, data.task, best, method=method, teacher=teacher, student=student, outputs=o)
 
 
 def _load_teacher(cfg: DictConfig, task: Task, method: Method):
@@ -357,20 +428,21 @@ def _run_distil(cfg: DictConfig, hw: Hardware, task: Task, *, method: Method, mo
 def _save_updated_teacher(cfg: DictConfig, method: Method, teacher, tokenizer, stage: Path) -> None:
     """A method that changes the teacher keeps it too (stage/teacher), unless save_teacher says not to."""
     if method.teacher_learns and _is_rank_zero() and _save_teacher(cfg):
-        teacher.save_pretrained(stage / "teacher")
-        tokenizer.save_pretrained(stage / "teacher")
+        with atomic_dir(stage / "teacher") as tmp:  # a kill mid-save leaves no half-written teacher to publish
+            teacher.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
 
 
-def _publish_student(cfg: DictConfig, task: Task, best: BestOnDev, *, method: Method, teacher, student, stage: Path,
-                     out: Path) -> dict:
+def _publish_student(cfg: DictConfig, task: Task, best: BestOnDev, *, method: Method, teacher, student,
+                     outputs: _Outputs) -> dict:
     teacher_dir = Path(cfg.teacher_dir) if teacher is not None else None
     summary = _summary(cfg, task, best, {"method": method.name, "strategy": cfg.strategy.name,
                                          "teacher": str(cfg.teacher_dir) if teacher is not None else None,
                                          "student_layers": student.config.num_hidden_layers})
     if _is_rank_zero():  # README.md (Hugging Face model card) beside the student's weights
-        write_model_card(summary, stage / "student", teacher_dir, description=method.description)
-    _publish(stage, out, summary, summary_file="metrics.json", what=f"Student ({method.name}, {cfg.strategy.name})",
-             model_dir=out / "student")
+        write_model_card(summary, outputs.stage / "student", teacher_dir, description=method.description)
+    _publish(outputs, summary, summary_file="metrics.json", what=f"Student ({method.name}, {cfg.strategy.name})",
+             model_dir=outputs.out / "student")
     return summary
 
 
@@ -391,21 +463,21 @@ def predict(cfg: DictConfig) -> dict:
     data = task_data(cfg, cfg.model_dir)  # task=custom: labels from the model's config, its split read here
     export = _export_request(cfg)
     choice = resolve_engine("onnx" if export else cfg.engine, cfg.precision, cfg.quantize, cfg.model_dir)
-    out = _check_prediction_outputs(cfg, data.task)
-    splits = data.split(cfg.split)  # bad data: refused before the model
-    tokenizer = _load_prediction_tokenizer(cfg, data.task)
-    print(f"engine: {choice.note}")
-    result: dict = {"task": data.task.name, "model_dir": str(cfg.model_dir), "split": cfg.split,
-                    "engine": choice.engine, "precision": choice.precision}
-    with tempfile.TemporaryDirectory(prefix="reptiledistil-onnx-") as tmp:
-        if choice.engine == "onnx" and not is_onnx_dir(cfg.model_dir):  # export first: to export_dir, or a temp dir
-            target = Path(cfg.export_dir) if export else Path(tmp) / "model"
-            runner, check = _export_runner(cfg, data, choice, tokenizer=tokenizer, splits=splits, target=target,
-                                           export=export, result=result)
-        else:
-            runner, check = _model_runner(cfg, data.task, choice), None
-        _run_predictions(cfg, data.task, runner, tokenizer, splits=splits, check=check, out=out, result=result)
-    _publish_predictions(cfg, data.task, out, result)
+    with _owned_predictions(cfg, data.task, export) as out:
+        splits = data.split(cfg.split)  # bad data: refused before the model
+        tokenizer = _load_prediction_tokenizer(cfg, data.task)
+        print(f"engine: {choice.note}")
+        result: dict = {"task": data.task.name, "model_dir": str(cfg.model_dir), "split": cfg.split,
+                        "engine": choice.engine, "precision": choice.precision}
+        with tempfile.TemporaryDirectory(prefix="reptiledistil-onnx-") as tmp:
+            if choice.engine == "onnx" and not is_onnx_dir(cfg.model_dir):  # export first: export_dir, or a temp dir
+                target = Path(cfg.export_dir) if export else Path(tmp) / "model"
+                runner, check = _export_runner(cfg, data, choice, tokenizer=tokenizer, splits=splits, target=target,
+                                               export=export, result=result)
+            else:
+                runner, check = _model_runner(cfg, data.task, choice), None
+            _run_predictions(cfg, data.task, runner, tokenizer, splits=splits, check=check, out=out, result=result)
+        _publish_predictions(cfg, data.task, out, result)
     return result
 
 
@@ -414,17 +486,45 @@ def _model_hint(task: Task) -> str:
             else f"Pass model_dir=<a model fine-tuned or distilled on {task.name}>.")
 
 
-def _check_prediction_outputs(cfg: DictConfig, task: Task) -> Path:
-    """The files predict.py writes must not exist (unless overwrite=true) and output_dir must be writable."""
+@contextmanager
+def _owned_predictions(cfg: DictConfig, task: Task, export: bool):
+    """predict.py owns its output folder (a lock inside it: runs may share the folder, one at a time) and its
+    export_dir while it writes; the files it writes must not exist (unless overwrite=true), checked under the lock;
+    a failed write is answered. Yields output_dir."""
+    if not str(cfg.output_dir).strip():
+        raise ConfigError("output_dir is empty. Pass output_dir=<dir> (output_dir=. for the working directory).")
     out = Path(cfg.output_dir)
-    written = ([out / s.submission for s in task.test_splits] if cfg.split == "test"
-               else [out / f"{task.name}_dev_metrics.json"])
-    clash = [f for f in written if f.exists()]
-    if clash and not cfg.overwrite:
-        raise ConfigError(f"{', '.join(map(str, clash))} already exist(s). Pass overwrite=true to replace, "
-                          "or choose another output_dir=<dir>.")
     check_writable(out, "output_dir")
-    return out
+    with ExitStack() as held:
+        held.enter_context(owned(out, lock=out / ".predict.lock"))
+        if export:
+            held.enter_context(owned(cfg.export_dir, fix="choose another export_dir=<dir>"))
+            check_output_dir(cfg.export_dir, cfg.overwrite, "export_dir")
+        clash = [f for f in _prediction_files(cfg, task, out) if f.exists()]
+        if clash and not cfg.overwrite:
+            raise ConfigError(f"{', '.join(map(str, clash))} already exist(s). Pass overwrite=true to replace, "
+                              "or choose another output_dir=<dir>.")
+        try:
+            yield out
+        except Exception as e:
+            fault = write_fault(e)
+            if fault is None:
+                raise
+            raise ConfigError(f"{fault} Nothing half-written is left, and what {out} held before is as it was: "
+                              f"{fault.fix}, then run the command again.") from None
+
+
+def _prediction_files(cfg: DictConfig, task: Task, out: Path) -> list[Path]:
+    return ([out / s.submission for s in task.test_splits] if cfg.split == "test"
+            else [out / f"{task.name}_dev_metrics.json"])
+
+
+def _unless_appeared(path: Path, overwrite: bool) -> Path:
+    """A file checked absent before the model loaded is not replaced if it appeared since (unless overwrite=true)."""
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} appeared while this run was working, and was left as it is. Move it away and run "
+                          "again, or pass overwrite=true to replace it.")
+    return path
 
 
 def _load_prediction_tokenizer(cfg: DictConfig, task: Task):
@@ -485,7 +585,8 @@ def _run_predictions(cfg: DictConfig, task: Task, runner, tokenizer, *, splits: 
             print(f"{task.name} {name} ({len(ds)} examples): {format_metrics(m)}")
         else:
             logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
-            write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)
+            write_submission(_unless_appeared(out / name, cfg.overwrite), ds["idx"], format_predictions(task, logits),
+                             task.id_header)
             result[name] = str(out / name)
             print(f"wrote {out / name} ({len(ds)} rows)")
 
@@ -495,7 +596,7 @@ def _publish_predictions(cfg: DictConfig, task: Task, out: Path, result: dict) -
     from .submission import zip_submissions
 
     if cfg.split == "dev":
-        write_json_atomic(out / f"{task.name}_dev_metrics.json", result)
+        write_json_atomic(_unless_appeared(out / f"{task.name}_dev_metrics.json", cfg.overwrite), result)
     elif cfg.zip:
         result["zip"] = str(zip_submissions(out))
         print(f"wrote {result['zip']}")
@@ -517,9 +618,9 @@ def _export_request(cfg: DictConfig) -> bool:
 
     if is_export_dir(cfg.model_dir):
         raise ConfigError(f"{cfg.model_dir} is already an export; export from the fp32 model directory it came from.")
-    check_output_dir(export_dir, cfg.overwrite)
+    check_output_target(export_dir, "export_dir", _protected(cfg, "model_dir", *DATA_KEYS))
     check_writable(export_dir, "export_dir", beside=True)
-    return True
+    return True  # what export_dir holds is checked once predict owns it (_owned_predictions)
 
 
 def _dev_check(cfg: DictConfig, data: TaskData, tokenizer, *, reference, exported, splits: dict) -> dict | None:

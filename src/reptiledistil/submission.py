@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 
 from .data import length_order, model_inputs, tokenize
-from .outputs import write_text_atomic
+from .outputs import saving, write_text_atomic
 from .tasks import Task
 
 
@@ -83,8 +83,12 @@ def zip_submissions(out_dir: Path, name: str = "glue_submission.zip") -> Path:
     """Every submission .tsv in out_dir, in one zip for the GLUE server (written beside, then renamed)."""
     target = out_dir / name
     tmp = out_dir / f".{name}.tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for f in sorted(out_dir.glob("*.tsv")):
-            z.write(f, f.name)
-    tmp.replace(target)
+    try:
+        with saving(target), zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(out_dir.glob("*.tsv")):
+                z.write(f, f.name)
+        tmp.replace(target)
+    except BaseException:  # a full disk: no half-written zip left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return target
