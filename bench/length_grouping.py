@@ -117,13 +117,30 @@ def epoch(model_cfg, task, tokenizer, splits: dict, *, grouped: bool, precision:
     return timer.t1 - timer.t0, timer.t2 - timer.t1
 
 
+def timing(times: dict) -> dict:
+    """Medians of the timed epochs, and the speed-up off/on of training + dev (nothing when none was timed)."""
+    if not times["on"]:
+        return {}
+    med = {c: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for c, v in times.items()}
+    return {"epoch_s": times, "train_s_median": {c: m[0] for c, m in med.items()},
+            "dev_s_median": {c: m[1] for c, m in med.items()}, "epoch_s_median": {c: sum(m) for c, m in med.items()},
+            "speedup": sum(med["off"]) / sum(med["on"])}
+
+
+def epochs(r: dict) -> str:
+    if "speedup" not in r:
+        return "(not timed)"
+    off, on = r["epoch_s_median"]["off"], r["epoch_s_median"]["on"]
+    return f"epoch (train+dev) {off:6.1f} s -> {on:6.1f} s  {r['speedup']:.2f}x"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["minilm", "mpnet_base"])
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     ap.add_argument("--train-samples", type=int, default=640, help="training examples per timed epoch (seeded subset)")
     ap.add_argument("--eval-samples", type=int, default=256, help="dev examples per timed epoch (seeded subset)")
-    ap.add_argument("--rounds", type=int, default=2, help="off/on pairs per task")
+    ap.add_argument("--rounds", type=int, default=2, help="off/on pairs per task; 0: the padding only")
     ap.add_argument("--precision", default="auto", help="auto (as train.py), 32-true or bf16-mixed")
     ap.add_argument("--glue-dir", default=None)
     args = ap.parse_args()
@@ -149,23 +166,21 @@ def main() -> None:
                     torch.manual_seed(0)
                     times[cond].append(epoch(model_cfg, task, tokenizer, timed, grouped=cond == "on",
                                              precision=precision))
-            med = {c: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for c, v in times.items()}
-            ratio = sum(med["off"]) / sum(med["on"])
-            results.setdefault(name, {})[t] = {**pad, "epoch_s": times, "train_s_median": {c: m[0] for c, m in med.items()},
-                                               "dev_s_median": {c: m[1] for c, m in med.items()}, "speedup": ratio}
+            results.setdefault(name, {})[t] = {**pad, **timing(times)}
             print(f"{name:<10} {t:<5} padded train {100 * pad['train_off']:4.0f}% -> {100 * pad['train_on']:3.0f}%  "
-                  f"dev {100 * pad['dev_off']:3.0f}% -> {100 * pad['dev_on']:3.0f}%  epoch (train+dev) "
-                  f"{sum(med['off']):6.1f} s -> {sum(med['on']):6.1f} s  {ratio:.2f}x", flush=True)
+                  f"dev {100 * pad['dev_off']:3.0f}% -> {100 * pad['dev_on']:3.0f}%  {epochs(results[name][t])}",
+                  flush=True)
     others = other_cpu_share(start)
     print("\n| preset | task | mean tokens | random batch pads to | padded train: off -> on | padded dev: off -> on "
           "| epoch s (train+dev): off -> on | speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     for name, per in results.items():
         for t, r in per.items():
-            off, on = (r["train_s_median"][c] + r["dev_s_median"][c] for c in ("off", "on"))
+            timed = (f"{r['epoch_s_median']['off']:.1f} -> {r['epoch_s_median']['on']:.1f} | {r['speedup']:.2f}x"
+                     if "speedup" in r else "- | -")
             print(f"| {name} | {t} | {r['mean_tokens']:.0f} | {r['mean_batch_tokens_off']:.0f} | "
                   f"{100 * r['train_off']:.0f}% -> {100 * r['train_on']:.1f}% | {100 * r['dev_off']:.0f}% -> "
-                  f"{100 * r['dev_on']:.1f}% | {off:.1f} -> {on:.1f} | {r['speedup']:.2f}x |")
+                  f"{100 * r['dev_on']:.1f}% | {timed} |")
     if others is not None:
         print(f"\nother processes used {100 * others:.0f}% of the machine's CPU time during this run")
     path = write_results("length_grouping", {

@@ -27,6 +27,7 @@ def test_check_output_dir_refuses_non_empty(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.safetensors").write_text("weights")
+    (out / "dev_metrics.json").write_text("{}")  # a teacher published before folders recorded their files
     with pytest.raises(ConfigError, match="already holds results. Pass overwrite=true .* output_dir=<dir>") as e:
         check_output_dir(out, False)
     assert str(out.resolve()) in str(e.value)
@@ -106,8 +107,14 @@ def test_publish_and_staging_dir(tmp_path):
     (stage / "m").write_text("1")
     final.mkdir()
     (final / "stale").write_text("0")
-    publish(stage, final)
-    assert listing(final) == ["m"] and not stage.exists() and listing(tmp_path) == ["out"]
+    with pytest.raises(ConfigError, match="appeared while this run was working"):
+        publish(stage, final, False)  # a folder that was not there when the run checked: left alone
+    assert listing(final) == ["stale"] and listing(stage) == [".reptiledistil.json", "m"]
+    with pytest.raises(ConfigError, match=r"holds files this project did not write \(stale\)"):
+        publish(stage, final, True)
+    (final / "stale").unlink()
+    publish(stage, final, True)
+    assert listing(final) == [".reptiledistil.json", "m"] and not stage.exists() and listing(tmp_path) == ["out"]
 
 
 def test_atomic_file_keeps_the_suffix_and_the_old_file_when_the_writer_fails(tmp_path):

@@ -130,7 +130,8 @@ def test_checkpoint_of_another_run_or_truncated_is_refused(env, tiny_bert, tmp_p
         distil(compose_cfg("train", other))
     data = ckpt.read_bytes()
     ckpt.write_bytes(data[: len(data) // 3])
-    with pytest.raises(ConfigError, match=r"cannot be resumed from .* truncated, corrupt"):
+    with pytest.raises(ConfigError, match=r"is truncated or corrupt \(.*\), so it cannot be resumed from: pass "
+                                          r"resume=<another checkpoint>"):
         distil(compose_cfg("train", _overrides(env, tiny_bert, "train", out, "resume=true")))
 
 
@@ -192,16 +193,17 @@ def test_the_plan_checks_a_resume_before_any_model_reading_the_checkpoint_and_bu
     loads; the checkpoint's own state is read once (run checks its identity from the plan), the method built once."""
     import reptiledistil.methods as methods
     import reptiledistil.pipelines.distil as pipeline
-    import reptiledistil.training.fit as fit
+    import reptiledistil.training.run_dir as run_dir
     from reptiledistil.config.schema import check_config
 
     reads, builds = [], []
-    monkeypatch.setattr(fit, "saved_state", lambda path, _orig=fit.saved_state: reads.append(path) or _orig(path))
+    monkeypatch.setattr(run_dir, "saved_state", lambda path, _orig=run_dir.saved_state: reads.append(path) or _orig(path))
     monkeypatch.setattr(methods, "build_method", lambda cfg, _orig=methods.build_method: builds.append(1) or _orig(cfg))
     for name in ("load_finetuned", "build_student", "load_tokenizer"):
         monkeypatch.setattr(pipeline, name, lambda *a, **k: pytest.fail("the plan loaded a model"))
     overrides = _overrides(rte_teacher, tiny_bert, "train", killed_run, "resume=true")
     plan = pipeline.plan(check_config(compose_cfg("train", overrides)))
+    plan.run_dir.held.close()  # the plan owns the output folder until run(plan) ends: not run here
     assert reads == [checkpoint_path(killed_run)] and builds == [1]
     assert plan.run_dir.resume_from == checkpoint_path(killed_run) and plan.run_dir.saved["identity"]["method"] == "reptile"
     assert plan.method.name == "reptile" and plan.method.shared  # share_forward=auto decided by the hardware (CPU)

@@ -137,7 +137,8 @@ class OptimizerConfig:
     lr: Optional[float] = setting("the learning rate (set by the top-level lr, student_lr or teacher_lr)")
     weight_decay: float = setting("decoupled weight decay", low=0)
     eps: float = setting("AdamW's epsilon", **POSITIVE)
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999],
+                               metadata=rule("the decay rates of AdamW's running averages"))
     fused: bool = setting("one kernel per step")
 
 
@@ -180,7 +181,7 @@ class RunConfig:
     warmup_ratio: float = setting("the share of training steps spent warming the learning rate up",
                                   low=0, high=1, high_open=True)
     output_dir: str = setting("where the model and its metrics go", result=False)
-    overwrite: bool = setting("replace an existing output directory", result=False)
+    overwrite: bool = setting("replace a previous run's results (never files no run wrote)", result=False)
     resume: Any = field(default=False, metadata=rule(  # checked by training/resume.resume_request
         "false | true | <checkpoint file>: continue an interrupted run", result=False))
     checkpoint_every_n_steps: Optional[int] = setting("training steps between checkpoints, or null for one at the "

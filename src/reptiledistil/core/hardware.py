@@ -6,6 +6,7 @@ what to use instead (Lightning would only fail at the first step, or silently ch
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,3 +76,9 @@ def resolve_hardware(accelerator: str, precision) -> Hardware:
         raise ConfigError("trainer.precision=16-mixed (fp16 with loss scaling) is for GPUs; on a CPU use "
                           "trainer.precision=bf16-mixed (fast with AVX512-BF16/AMX) or 32-true.")
     return Hardware(acc, precision, f"precision {precision}")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0: under DDP, Lightning re-runs the script for ranks 1.. with LOCAL_RANK/RANK
+    set; only rank 0 checks and writes a run's outputs."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0

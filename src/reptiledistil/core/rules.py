@@ -11,7 +11,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import MISSING  # "???": the value comes from the YAML in conf/
 
@@ -79,13 +79,24 @@ def check_fields(node, cls: type, prefix: str, *, typed: bool) -> dict:
     node lacks is left to whoever needs it. typed=False: the values' types are checked too (a method's keys, which
     nothing has typed yet; the config's are typed by OmegaConf while Hydra composes). Returns {name: value}, a word
     normalised (a command line's true arrives as a bool)."""
-    hints = {} if typed else typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
-        if not (has_check(f.metadata) or (not typed and "help" in f.metadata)) or f.name not in node:
+        floats = typed and not has_check(f.metadata) and _holds_floats(hints.get(f.name))
+        if not (has_check(f.metadata) or floats or (not typed and "help" in f.metadata)) or f.name not in node:
             continue  # typed and without a range (asked first: its value may need a resolver that loads a library)
-        out[f.name] = check_value(prefix + f.name, node[f.name], f.metadata, kind=hints.get(f.name))
+        value = node[f.name]
+        if floats:  # no range of its own (an optimizer's lr, betas), but never inf or nan
+            for x in value if isinstance(value, Sequence) and not isinstance(value, str) else [value]:
+                check_value(prefix + f.name, x, {"help": f.metadata.get("help", "a number")})
+            continue
+        out[f.name] = check_value(prefix + f.name, value, f.metadata, kind=None if typed else hints.get(f.name))
     return out
+
+
+def _holds_floats(kind) -> bool:
+    """float, Optional[float] or List[float]."""
+    return kind is float or float in typing.get_args(kind)
 
 
 def check_value(key: str, value, meta: dict, kind=None):
@@ -104,8 +115,10 @@ def check_value(key: str, value, meta: dict, kind=None):
             raise ConfigError(f"{key}={value} is not one of {', '.join(meta['choices'])} ({meta['help']}). "
                               f"Pass {key}=<{'|'.join(meta['choices'])}>.")
         return word
+    if isinstance(value, float) and not math.isfinite(value):  # inf passes any open-ended range, nan none
+        raise ConfigError(f"{key}={show(value)} must be a finite number ({meta['help']}).")
     rng = meta.get("range")
-    if rng is not None and (isinstance(value, float) and math.isnan(value) or value not in rng):
+    if rng is not None and value not in rng:
         integer = kind is int if kind is not None else isinstance(value, int)
         raise ConfigError(f"{key}={show(value)} must be {rng.text(integer)} ({meta['help']}).")
     return value

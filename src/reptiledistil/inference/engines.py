@@ -287,7 +287,7 @@ def export_onnx(model: nn.Module, tokenizer, out_dir: str | Path, *, quantize: s
         raise ConfigError(f"export=onnx needs the onnx packages, which are not installed: {INSTALL_HINT}.") from None
     ort = require_onnxruntime()
     out = check_output_dir(out_dir, overwrite)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, overwrite) as tmp:  # published: never over a folder that appeared meanwhile
         raw, fused = tmp / "model.raw.onnx", tmp / ("model.fused.onnx" if quantize == "int8" else MODEL_FILE)
         names = _export_graph(model, sample, raw)
         fusions = _optimize_graph(raw, fused, model.config)

@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 from ..config.naming import is_multirun, preset_override, teacher_suffix
 from ..config.schema import CheckedConfig, checked
 from ..core.errors import ConfigError
-from ..core.hardware import Hardware
+from ..core.files import atomic_dir
+from ..core.hardware import Hardware, is_rank_zero
 from ..data.datamodule import check_max_seq_length, check_quiz_fits
 from ..data.glue import Splits, task_data
 from ..data.tasks import Task
@@ -21,8 +22,9 @@ from ..models.layer_map import layer_mapping, parameter_pairs
 from ..models.loading import build_student, check_finetuned_config, load_finetuned, load_tokenizer
 from ..report.model_card import write_model_card
 from ..training.callbacks import BestOnDev
-from ..training.fit import (RunDir, datamodule, fit, is_rank_zero, plan_run_dir, publish_run, run_hardware,
-                            run_summary, staged)
+from ..training.fit import datamodule, fit, run_hardware, run_summary
+from ..training.run_dir import (DATA_KEYS, RunDir, plan_run_dir, protected_inputs, publish_run, releasing_on_error,
+                                staged, working)
 from ..training.modules import DistilModule, DistilSettings
 
 FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={task} (it writes {path})."
@@ -67,7 +69,8 @@ def distil_settings(cfg: DictConfig, method: Method) -> DistilSettings:
 
 @dataclass(frozen=True)
 class DistilPlan:
-    """What train.py will do, every input checked: nothing is loaded or written yet."""
+    """What train.py will do, every input checked: nothing is loaded or written yet. The plan owns its output
+    folder (a lock) until run(plan) ends."""
 
     cfg: DictConfig
     task: Task
@@ -91,20 +94,23 @@ def plan(cfg: DictConfig | CheckedConfig) -> DistilPlan:
                                finetune_hint(data.task, cfg.teacher_dir) + " Or start the student from the "
                                "pretrained layers: model.student.start=pretrained.")
     method = checked_cfg.method.for_hardware(hw)
-    run_dir = plan_run_dir(cfg, hw)
-    splits = data.training_splits()  # every bad file refused before any model is loaded
-    check_quiz_fits(splits, method.quiz_examples(), cfg.data.get("max_train_samples"))
-    return DistilPlan(cfg=cfg, task=data.task, splits=splits, hw=hw, method=method, run_dir=run_dir)
+    run_dir = plan_run_dir(cfg, hw, protected=protected_inputs(cfg, "teacher_dir", "model.student.source", *DATA_KEYS,
+                                                                "log_dir"))
+    with releasing_on_error(run_dir):
+        splits = data.training_splits()  # every bad file refused before any model is loaded
+        check_quiz_fits(splits, method.quiz_examples(), cfg.data.get("max_train_samples"))
+        return DistilPlan(cfg=cfg, task=data.task, splits=splits, hw=hw, method=method, run_dir=run_dir)
 
 
 def run(plan: DistilPlan) -> dict:
     """Load, distil, publish: the best-on-dev student, the updated teacher if it learnt, metrics.json."""
-    teacher = _load_teacher(plan)
-    with staged(plan.run_dir) as stage:
-        student, tokenizer, pairs = _load_student(plan, teacher)
-        best = _run_distil(plan, models=(teacher, student, pairs), tokenizer=tokenizer, stage=stage)
-        _save_updated_teacher(plan, teacher, tokenizer, stage)
-    return _publish_student(plan, best, teacher=teacher, student=student)
+    with working(plan.run_dir):
+        teacher = _load_teacher(plan)
+        with staged(plan.run_dir) as stage:
+            student, tokenizer, pairs = _load_student(plan, teacher)
+            best = _run_distil(plan, models=(teacher, student, pairs), tokenizer=tokenizer, stage=stage)
+            _save_updated_teacher(plan, teacher, tokenizer, stage)
+        return _publish_student(plan, best, teacher=teacher, student=student)
 
 
 def distil(cfg: DictConfig | CheckedConfig) -> dict:
@@ -157,8 +163,9 @@ def _run_distil(plan: DistilPlan, *, models: tuple, tokenizer, stage: Path) -> B
 def _save_updated_teacher(plan: DistilPlan, teacher, tokenizer, stage: Path) -> None:
     """A method that changes the teacher keeps it too (stage/teacher), unless save_teacher says not to."""
     if plan.method.teacher_learns and is_rank_zero() and _save_teacher(plan.cfg):
-        teacher.save_pretrained(stage / "teacher")
-        tokenizer.save_pretrained(stage / "teacher")
+        with atomic_dir(stage / "teacher") as tmp:  # a kill mid-save leaves no half-written teacher to publish
+            teacher.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
 
 
 def _publish_student(plan: DistilPlan, best: BestOnDev, *, teacher, student) -> dict:
@@ -170,6 +177,6 @@ def _publish_student(plan: DistilPlan, best: BestOnDev, *, teacher, student) -> 
                                          "student_layers": student.config.num_hidden_layers})
     if is_rank_zero():  # README.md (Hugging Face model card) beside the student's weights
         write_model_card(summary, stage / "student", teacher_dir, description=method.description)
-    publish_run(stage, out, summary, summary_file="metrics.json", what=f"Student ({method.name}, {cfg.strategy.name})",
-             model_dir=out / "student")
+    publish_run(plan.run_dir, summary, summary_file="metrics.json",
+                what=f"Student ({method.name}, {cfg.strategy.name})", model_dir=out / "student")
     return summary

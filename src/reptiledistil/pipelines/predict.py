@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,18 +12,21 @@ from omegaconf import DictConfig
 
 from ..config.schema import CheckedConfig, checked
 from ..core.errors import ConfigError
-from ..core.files import check_output_dir, check_writable, write_json_atomic
+from ..core.files import check_output_dir, check_output_target, check_writable, owned, write_fault, write_json_atomic
 from ..data.glue import TaskData, task_data
 from ..data.datamodule import check_max_seq_length
 from ..data.metrics import format_metrics
 from ..data.tasks import CUSTOM, Task
 from ..inference.engines import EngineChoice
+from ..training.run_dir import DATA_KEYS, protected_inputs
 from ..models.loading import check_finetuned_config, is_export_dir, is_onnx_dir, load_finetuned, load_tokenizer, model_labels
 
 
 @dataclass(frozen=True)
 class PredictPlan:
-    """What predict.py will do, every input checked: no model or tokenizer is loaded, nothing is written yet."""
+    """What predict.py will do, every input checked: no model or tokenizer is loaded, nothing is written yet. The
+    plan owns output_dir (a lock inside it: runs may share the folder, one at a time) and export_dir until run(plan)
+    ends."""
 
     cfg: DictConfig
     data: TaskData
@@ -30,6 +34,7 @@ class PredictPlan:
     choice: EngineChoice  # the engine and precision that run the model
     export: bool  # export=onnx: the model is written to export_dir first, and that export runs
     out: Path
+    held: ExitStack  # the locks on output_dir (and export_dir)
 
 
 def plan(cfg: DictConfig | CheckedConfig) -> PredictPlan:
@@ -42,11 +47,15 @@ def plan(cfg: DictConfig | CheckedConfig) -> PredictPlan:
     data = task_data(cfg, model_labels(cfg.model_dir) if str(cfg.task.name).lower() == CUSTOM else None)
     export = _export_request(cfg)
     choice = resolve_engine("onnx" if export else cfg.engine, cfg.precision, cfg.quantize, cfg.model_dir)
-    out = _check_prediction_outputs(cfg, data.task)
-    splits = data.split(cfg.split)  # bad data: refused before the model
-    config = check_finetuned_config(cfg.model_dir, data.task, "Model", _model_hint(data.task))  # no weights read
-    check_max_seq_length(cfg.max_seq_length, config.max_position_embeddings)
-    return PredictPlan(cfg=cfg, data=data, splits=splits, choice=choice, export=export, out=out)
+    out, held = _owned_outputs(cfg, data.task, export)
+    try:
+        splits = data.split(cfg.split)  # bad data: refused before the model
+        config = check_finetuned_config(cfg.model_dir, data.task, "Model", _model_hint(data.task))  # no weights read
+        check_max_seq_length(cfg.max_seq_length, config.max_position_embeddings)
+    except BaseException:
+        held.close()
+        raise
+    return PredictPlan(cfg=cfg, data=data, splits=splits, choice=choice, export=export, out=out, held=held)
 
 
 def predict(cfg: DictConfig | CheckedConfig) -> dict:
@@ -63,19 +72,20 @@ def run(plan: PredictPlan) -> dict:
     import tempfile
 
     cfg, data, choice, export, splits, out = plan.cfg, plan.data, plan.choice, plan.export, plan.splits, plan.out
-    tokenizer = load_tokenizer(cfg.model_dir)
-    print(f"engine: {choice.note}")
-    result: dict = {"task": data.task.name, "model_dir": str(cfg.model_dir), "split": cfg.split,
-                    "engine": choice.engine, "precision": choice.precision}
-    with tempfile.TemporaryDirectory(prefix="reptiledistil-onnx-") as tmp:
-        if choice.engine == "onnx" and not is_onnx_dir(cfg.model_dir):  # export first: to export_dir, or a temp dir
-            target = Path(cfg.export_dir) if export else Path(tmp) / "model"
-            runner, check = _export_runner(cfg, data, choice, tokenizer=tokenizer, splits=splits, target=target,
-                                           export=export, result=result)
-        else:
-            runner, check = _model_runner(cfg, data.task, choice), None
-        _run_predictions(cfg, data.task, runner, tokenizer, splits=splits, check=check, out=out, result=result)
-    _publish_predictions(cfg, data.task, out, result)
+    with _working(plan):
+        tokenizer = load_tokenizer(cfg.model_dir)
+        print(f"engine: {choice.note}")
+        result: dict = {"task": data.task.name, "model_dir": str(cfg.model_dir), "split": cfg.split,
+                        "engine": choice.engine, "precision": choice.precision}
+        with tempfile.TemporaryDirectory(prefix="reptiledistil-onnx-") as tmp:
+            if choice.engine == "onnx" and not is_onnx_dir(cfg.model_dir):  # export first: export_dir, or a temp dir
+                target = Path(cfg.export_dir) if export else Path(tmp) / "model"
+                runner, check = _export_runner(cfg, data, choice, tokenizer=tokenizer, splits=splits, target=target,
+                                               export=export, result=result)
+            else:
+                runner, check = _model_runner(cfg, data.task, choice), None
+            _run_predictions(cfg, data.task, runner, tokenizer, splits=splits, check=check, out=out, result=result)
+        _publish_predictions(cfg, data.task, out, result)
     return result
 
 
@@ -84,17 +94,55 @@ def _model_hint(task: Task) -> str:
             else f"Pass model_dir=<a model fine-tuned or distilled on {task.name}>.")
 
 
-def _check_prediction_outputs(cfg: DictConfig, task: Task) -> Path:
-    """The files predict.py writes must not exist (unless overwrite=true) and output_dir must be writable."""
+def _owned_outputs(cfg: DictConfig, task: Task, export: bool) -> tuple[Path, ExitStack]:
+    """predict.py owns its output folder (a lock inside it: runs may share the folder, one at a time) and its
+    export_dir from here until it ends; the files it writes must not exist (unless overwrite=true), checked under
+    the lock. (output_dir, the held locks)."""
+    if not str(cfg.output_dir).strip():
+        raise ConfigError("output_dir is empty. Pass output_dir=<dir> (output_dir=. for the working directory).")
     out = Path(cfg.output_dir)
-    written = ([out / s.submission for s in task.test_splits] if cfg.split == "test"
-               else [out / f"{task.name}_dev_metrics.json"])
-    clash = [f for f in written if f.exists()]
-    if clash and not cfg.overwrite:
-        raise ConfigError(f"{', '.join(map(str, clash))} already exist(s). Pass overwrite=true to replace, "
-                          "or choose another output_dir=<dir>.")
     check_writable(out, "output_dir")
-    return out
+    held = ExitStack()
+    try:
+        held.enter_context(owned(out, lock=out / ".predict.lock"))
+        if export:
+            held.enter_context(owned(cfg.export_dir, fix="choose another export_dir=<dir>"))
+            check_output_dir(cfg.export_dir, cfg.overwrite, "export_dir")
+        clash = [f for f in _prediction_files(cfg, task, out) if f.exists()]
+        if clash and not cfg.overwrite:
+            raise ConfigError(f"{', '.join(map(str, clash))} already exist(s). Pass overwrite=true to replace, "
+                              "or choose another output_dir=<dir>.")
+    except BaseException:
+        held.close()
+        raise
+    return out, held
+
+
+@contextmanager
+def _working(plan: PredictPlan):
+    """While predict.py works: its folders stay owned, and a failed write is answered."""
+    with plan.held:
+        try:
+            yield
+        except Exception as e:
+            fault = write_fault(e)
+            if fault is None:
+                raise
+            raise ConfigError(f"{fault} Nothing half-written is left, and what {plan.out} held before is as it was: "
+                              f"{fault.fix}, then run the command again.") from None
+
+
+def _prediction_files(cfg: DictConfig, task: Task, out: Path) -> list[Path]:
+    return ([out / s.submission for s in task.test_splits] if cfg.split == "test"
+            else [out / f"{task.name}_dev_metrics.json"])
+
+
+def _unless_appeared(path: Path, overwrite: bool) -> Path:
+    """A file checked absent before the model loaded is not replaced if it appeared since (unless overwrite=true)."""
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} appeared while this run was working, and was left as it is. Move it away and run "
+                          "again, or pass overwrite=true to replace it.")
+    return path
 
 
 def _model_runner(cfg: DictConfig, task: Task, choice):
@@ -148,7 +196,8 @@ def _run_predictions(cfg: DictConfig, task: Task, runner, tokenizer, *, splits: 
             print(f"{task.name} {name} ({len(ds)} examples): {format_metrics(m)}")
         else:
             logits = predict_logits(runner, tokenizer, ds, cfg.max_seq_length, cfg.eval_batch_size)
-            write_submission(out / name, ds["idx"], format_predictions(task, logits), task.id_header)
+            write_submission(_unless_appeared(out / name, cfg.overwrite), ds["idx"], format_predictions(task, logits),
+                             task.id_header)
             result[name] = str(out / name)
             print(f"wrote {out / name} ({len(ds)} rows)")
 
@@ -158,7 +207,7 @@ def _publish_predictions(cfg: DictConfig, task: Task, out: Path, result: dict) -
     from ..inference.submission import zip_submissions
 
     if cfg.split == "dev":
-        write_json_atomic(out / f"{task.name}_dev_metrics.json", result)
+        write_json_atomic(_unless_appeared(out / f"{task.name}_dev_metrics.json", cfg.overwrite), result)
     elif cfg.zip:
         result["zip"] = str(zip_submissions(out))
         print(f"wrote {result['zip']}")
@@ -175,9 +224,9 @@ def _export_request(cfg: DictConfig) -> bool:
         raise ConfigError(f"engine={cfg.engine} and export=onnx disagree: the export is what runs. Drop engine=.")
     if is_export_dir(cfg.model_dir):
         raise ConfigError(f"{cfg.model_dir} is already an export; export from the fp32 model directory it came from.")
-    check_output_dir(export_dir, cfg.overwrite)
+    check_output_target(export_dir, "export_dir", protected_inputs(cfg, "model_dir", *DATA_KEYS))
     check_writable(export_dir, "export_dir", beside=True)
-    return True
+    return True  # what export_dir holds is checked once predict owns it (_owned_outputs)
 
 
 def _dev_check(cfg: DictConfig, data: TaskData, tokenizer, *, reference, exported, splits: dict) -> dict | None:

@@ -16,13 +16,16 @@ from ..data.glue import Splits, task_data
 from ..data.tasks import Task
 from ..models.loading import load_for_finetuning, load_tokenizer
 from ..training.callbacks import BestOnDev
-from ..training.fit import RunDir, datamodule, fit, plan_run_dir, publish_run, run_hardware, run_summary, staged
+from ..training.fit import datamodule, fit, run_hardware, run_summary
+from ..training.run_dir import (DATA_KEYS, RunDir, plan_run_dir, protected_inputs, publish_run, releasing_on_error,
+                                staged, working)
 from ..training.modules import TeacherModule
 
 
 @dataclass(frozen=True)
 class TeacherPlan:
-    """What finetune_teacher.py will do, every input checked: nothing is loaded or written yet."""
+    """What finetune_teacher.py will do, every input checked: nothing is loaded or written yet. The plan owns its
+    output folder (a lock) until run(plan) ends."""
 
     cfg: DictConfig
     task: Task
@@ -37,16 +40,18 @@ def plan(cfg: DictConfig | CheckedConfig) -> TeacherPlan:
     cfg = checked(cfg).cfg
     data = task_data(cfg)  # task=custom: its files are read and checked here
     hw = run_hardware(cfg)
-    run_dir = plan_run_dir(cfg, hw)
-    return TeacherPlan(cfg=cfg, task=data.task, splits=data.training_splits(), hw=hw, run_dir=run_dir)
+    run_dir = plan_run_dir(cfg, hw, protected=protected_inputs(cfg, "model.teacher_init", *DATA_KEYS, "log_dir"))
+    with releasing_on_error(run_dir):
+        return TeacherPlan(cfg=cfg, task=data.task, splits=data.training_splits(), hw=hw, run_dir=run_dir)
 
 
 def run(plan: TeacherPlan) -> dict:
     """Load, train, publish: the best-on-dev model and its dev metrics (dev_metrics.json)."""
-    with staged(plan.run_dir) as stage:
-        model, tokenizer = _load_finetune(plan.cfg, plan.task)
-        best = _run_finetune(plan, model=model, tokenizer=tokenizer, stage=stage)
-    return _publish_teacher(plan, best)
+    with working(plan.run_dir):
+        with staged(plan.run_dir) as stage:
+            model, tokenizer = _load_finetune(plan.cfg, plan.task)
+            best = _run_finetune(plan, model=model, tokenizer=tokenizer, stage=stage)
+        return _publish_teacher(plan, best)
 
 
 def finetune(cfg: DictConfig | CheckedConfig) -> dict:
@@ -75,6 +80,5 @@ def _run_finetune(plan: TeacherPlan, *, model, tokenizer, stage: Path) -> BestOn
 
 def _publish_teacher(plan: TeacherPlan, best: BestOnDev) -> dict:
     summary = run_summary(plan.cfg, plan.task, best, {"model": str(plan.cfg.model.teacher_init)})
-    out = plan.run_dir.out
-    publish_run(plan.run_dir.stage, out, summary, summary_file="dev_metrics.json", what="Teacher", model_dir=out)
+    publish_run(plan.run_dir, summary, summary_file="dev_metrics.json", what="Teacher", model_dir=plan.run_dir.out)
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import signal
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
 
@@ -118,8 +120,15 @@ class ResumableCheckpoint(pl.Callback):
         # module restores its own copy, which makes the sampler skip the batches already done).
         self.batches_done = state["batches_done"]
         self._rng = state["rng"]
+        if self.batches_done == 0:  # an epoch-end checkpoint: set back now, before the next epoch's data loader
+            _set_rng_states(self._rng)  # draws its seed from it (its iterator is made first on a resumed run, and
+            self._rng = None            # after the epoch starts on a run never stopped)
 
     # -- when to save -----------------------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = _DirectCheckpointIO()
+
     def on_train_start(self, trainer, pl_module) -> None:
         # Replaces Lightning's SIGTERM handler too: it would stop before the epoch-end checkpoint.
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,7 +142,7 @@ class ResumableCheckpoint(pl.Callback):
         self._restore_handlers()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._rng is not None:  # first batch after a resume: the RNG exactly as it was when saved
+        if self._rng is not None:  # first batch after a mid-epoch resume: the RNG exactly as it was when saved
             _set_rng_states(self._rng)
             self._rng = None
 
@@ -158,6 +167,8 @@ class ResumableCheckpoint(pl.Callback):
             self._stop(trainer)
 
     def save(self, trainer) -> None:
+        """Write the checkpoint beside the last one and rename it over it (core/files.atomic_file): a kill or a full
+        disk mid-write leaves the last complete checkpoint as it was (a failed write: WriteFailed)."""
         if not trainer.is_global_zero:
             trainer.save_checkpoint(self.path)  # every rank calls it; only rank 0 writes
             return
@@ -192,6 +203,18 @@ class ResumableCheckpoint(pl.Callback):
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
         self._old_handlers = {}
+
+
+class _DirectCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint straight to the path it is given (ResumableCheckpoint's temporary file beside the last
+    checkpoint). Lightning's own writer first writes the whole file to the system's temp folder, which may be full
+    or small when the output disk is not, and which a kill leaves a half-written file in."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with open(path, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint (a power cut)
 
 
 def _rng_states() -> dict:

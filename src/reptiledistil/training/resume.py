@@ -18,6 +18,15 @@ def checkpoint_path(output_dir: str | Path) -> Path:
     return out.parent / f".{out.name}.checkpoint" / "last.ckpt"
 
 
+def checkpoint_owner(path: Path) -> Path | None:
+    """The output folder of the run whose checkpoint `path` is (`<dir>/.<name>.checkpoint/last.ckpt` -> <dir>/<name>);
+    None for a checkpoint file kept anywhere else."""
+    folder = Path(path).parent
+    if folder.name.startswith(".") and folder.name.endswith(".checkpoint") and len(folder.name) > len("..checkpoint"):
+        return folder.parent / folder.name[1:-len(".checkpoint")]
+    return None
+
+
 def resume_request(value) -> bool | Path:
     """resume=false | true | <checkpoint file>."""
     text = str(value).strip()
@@ -71,21 +80,38 @@ def run_settings(cfg, resolved: dict | None = None) -> dict:
     return {**out, **(resolved or {})}
 
 
+# What to do with a checkpoint that cannot be resumed (the end of one sentence).
+START_AGAIN = ("pass resume=<another checkpoint>, or start the run again without resume (adding overwrite=true if "
+               "its output folder holds an unfinished run)")
+SCRIPTS = {"train": "train.py (a distillation)", "finetune_teacher": "finetune_teacher.py (a teacher's fine-tuning)"}
+
+
 def saved_state(path: Path) -> dict:
     """ResumableCheckpoint's part of a checkpoint (its identity and settings), read once before any model loads.
     mmap: the tensors (both networks, optimizers) are not read."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return next(v for v in ckpt["callbacks"].values() if isinstance(v, dict) and "identity" in v)
-    except Exception as e:  # truncated file, not a checkpoint, or not one of ours
-        raise ConfigError(f"Checkpoint {path} cannot be resumed from ({type(e).__name__}: {str(e)[:120]}): it is "
-                          "truncated, corrupt or not written by this project. Pass overwrite=true to start the "
-                          "run over, or resume=<another checkpoint>.") from None
+    except Exception as e:  # cut short (a copy that did not finish), damaged, or not a torch file at all
+        why = str(e).split(". ")[0][:100]
+        raise ConfigError(f"Checkpoint {path} is truncated or corrupt ({type(e).__name__}: {why}), so it "
+                          f"cannot be resumed from: {START_AGAIN}.") from None
+    callbacks = ckpt.get("callbacks") if isinstance(ckpt, dict) else None
+    state = next((v for v in (callbacks or {}).values() if isinstance(v, dict) and "identity" in v), None)
+    if state is None:
+        raise ConfigError(f"{path} is a torch file but not a checkpoint of this project's train.py or "
+                          f"finetune_teacher.py, so it cannot be resumed from: {START_AGAIN}.")
+    return state
 
 
-def check_settings(path: Path, state: dict, settings: dict) -> None:
-    """Refuse to continue a checkpoint written with other settings: the run would train half with each and record
-    only the new ones. `state`: saved_state(path), so it runs before any model is loaded."""
+def check_settings(path: Path, state: dict, settings: dict, script: str) -> None:
+    """Refuse to continue a checkpoint of the other script (`script`: train or finetune_teacher), or one written with
+    other settings: the run would train half with each and record only the new ones. `state`: saved_state(path),
+    read before any model is loaded."""
+    written_by = state.get("identity", {}).get("script")
+    if written_by in SCRIPTS and written_by != script:
+        raise ConfigError(f"Checkpoint {path} was written by {SCRIPTS[written_by]}, not by {script}.py: continue it "
+                          f"with python {written_by}.py <its settings> resume={path}, or drop resume= to start this "
+                          "run afresh.")
     saved = state.get("settings")
     if saved is None:  # written before checkpoints stored their settings: nothing to compare
         print(f"warning: checkpoint {path} does not record its settings; resuming it assumes they are unchanged.")
