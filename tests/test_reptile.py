@@ -172,3 +172,13 @@ def test_fresh_adamw_step_equals_torch_adamw():
     for a, b in zip(got, ps):
         assert torch.equal(a, b.detach())
     assert torch.equal(params[1], params[1].clone()) and not torch.equal(got[0], params[0])
+
+
+def test_a_method_built_in_code_is_checked_like_the_config_and_its_words_normalised():
+    """bench/step_cost.py and these tests build Reptile in code: share_forward=True must mean the shared forward."""
+    from reptiledistil.core.errors import ConfigError
+
+    kw = dict(name="reptile", teacher_lr=LR_T, update="pseudo_grad", epsilon=1.0, update_head=True)
+    assert Reptile(**kw, share_forward=True).shared and not Reptile(**kw, share_forward=False).shared
+    with pytest.raises(ConfigError, match=r"method\.update=sgd is not one of pseudo_grad, interpolate"):
+        Reptile(**{**kw, "update": "sgd"}, share_forward="auto")

@@ -47,7 +47,7 @@ def test_a_method_from_outside_the_package_trains_and_moves_the_teacher(rte_teac
 
 def test_a_methods_own_field_is_checked_by_its_rule():
     """A method declares its fields with core/rules.setting (methods.base re-exports it); the class its `_target_`
-    names gives them to the config's checker, so method.rate=2 is refused like any key, before the method is built."""
+    names checks them with the config's checker as it is built, so method.rate=2 is refused like any key."""
     import pytest
 
     from conftest import compose_cfg

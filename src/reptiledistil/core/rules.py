@@ -86,6 +86,9 @@ def check_fields(node, cls: type, prefix: str, *, typed: bool) -> dict:
         if not (has_check(f.metadata) or floats or (not typed and "help" in f.metadata)) or f.name not in node:
             continue  # typed and without a range (asked first: its value may need a resolver that loads a library)
         value = node[f.name]
+        if value == MISSING and not typed:  # a method's YAML without the field
+            raise ConfigError(f"{prefix}{f.name} is not set ({f.metadata['help']}). Set it in the YAML that builds "
+                              f"it, or pass {prefix}{f.name}=<value>.")
         if floats:  # no range of its own (an optimizer's lr, betas), but never inf or nan
             for x in value if isinstance(value, Sequence) and not isinstance(value, str) else [value]:
                 check_value(prefix + f.name, x, {"help": f.metadata.get("help", "a number")})

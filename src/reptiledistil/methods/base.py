@@ -3,7 +3,7 @@
 A method is a frozen dataclass: its fields are its hyper-parameters, whose values live once, in
 conf/method/<name>.yaml (`_target_` names the class; methods.build_method builds it). Each field is a
 `setting(...)` (core/rules.py), like every other key of the config, and is checked by the same checker
-(rules.check_fields) before the class is built. Its class
+(rules.check_fields) when the method is built. Its class
 attributes say what it is (title, whether it needs or changes a teacher); its methods do the teacher's part of
 a training step, through `Loop`: what a method may use of the training loop (training/modules.py's DistilModule).
 The loop does everything else: the student's step, precision, clipping of the student, counters, logging, the
@@ -15,11 +15,12 @@ titles without loading it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Protocol
 
 from ..core.errors import ConfigError
-from ..core.rules import setting  # a method's fields are settings, as every key of the config
+from ..core.rules import check_fields, setting  # a method's fields are settings, as every key of the config
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -85,6 +86,13 @@ class Method:
     description: ClassVar[str] = ""  # one clause for the model card: "Trained with ReptileDistil by <description>."
     needs_teacher: ClassVar[bool] = True  # whether a fine-tuned teacher is loaded
     teacher_learns: ClassVar[bool] = False  # whether the teacher changes while it teaches (saved, evaluated, drift)
+
+    def __post_init__(self) -> None:
+        """Every field checked by the config's checker (core/rules.check_fields), however the method is built (from
+        conf/method/ or in code), and a word normalised: method.share_forward=true arrives as a bool."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in check_fields(values, type(self), "method.", typed=False).items():
+            object.__setattr__(self, name, value)
 
     @property
     def teacher_optimized(self) -> bool:
