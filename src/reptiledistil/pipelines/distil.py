@@ -13,18 +13,17 @@ from ..config.naming import is_multirun, preset_override, teacher_suffix
 from ..config.schema import CheckedConfig, checked
 from ..core.errors import ConfigError
 from ..core.files import atomic_dir
-from ..core.hardware import Hardware, is_rank_zero
+from ..core.hardware import is_rank_zero
 from ..data.datamodule import check_max_seq_length, check_quiz_fits
-from ..data.glue import Splits, task_data
-from ..data.tasks import Task
+from ..data.glue import task_data
 from ..methods import Method
 from ..models.layer_map import layer_mapping, parameter_pairs
 from ..models.loading import build_student, check_finetuned_config, load_finetuned, load_tokenizer
 from ..report.model_card import write_model_card
 from ..training.callbacks import BestOnDev
 from ..training.fit import datamodule, fit, run_hardware, run_summary
-from ..training.run_dir import (DATA_KEYS, RunDir, plan_run_dir, protected_inputs, publish_run, releasing_on_error,
-                                staged, working)
+from ..training.run_dir import (DATA_KEYS, TrainingPlan, plan_run_dir, protected_inputs, publish_run,
+                                releasing_on_error, staged, working)
 from ..training.modules import DistilModule, DistilSettings
 
 FINETUNE_HINT = "Fine-tune a teacher first: python finetune_teacher.py task={task} (it writes {path})."
@@ -68,16 +67,10 @@ def distil_settings(cfg: DictConfig, method: Method) -> DistilSettings:
 
 
 @dataclass(frozen=True)
-class DistilPlan:
-    """What train.py will do, every input checked: nothing is loaded or written yet. The plan owns its output
-    folder (a lock) until run(plan) ends."""
+class DistilPlan(TrainingPlan):
+    """What train.py will do (see TrainingPlan), and with which method."""
 
-    cfg: DictConfig
-    task: Task
-    splits: Splits  # train and dev, read and checked
-    hw: Hardware
     method: Method  # built once (when the config was checked), its hardware choices made
-    run_dir: RunDir  # the output folder, and the checkpoint a resume continues from
 
 
 def plan(cfg: DictConfig | CheckedConfig) -> DistilPlan:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -10,31 +9,18 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from ..config.schema import CheckedConfig, checked
-from ..core.hardware import Hardware
 from ..data.datamodule import check_max_seq_length
-from ..data.glue import Splits, task_data
+from ..data.glue import task_data
 from ..data.tasks import Task
 from ..models.loading import load_for_finetuning, load_tokenizer
 from ..training.callbacks import BestOnDev
 from ..training.fit import datamodule, fit, run_hardware, run_summary
-from ..training.run_dir import (DATA_KEYS, RunDir, plan_run_dir, protected_inputs, publish_run, releasing_on_error,
-                                staged, working)
+from ..training.run_dir import (DATA_KEYS, TrainingPlan, plan_run_dir, protected_inputs, publish_run,
+                                releasing_on_error, staged, working)
 from ..training.modules import TeacherModule
 
 
-@dataclass(frozen=True)
-class TeacherPlan:
-    """What finetune_teacher.py will do, every input checked: nothing is loaded or written yet. The plan owns its
-    output folder (a lock) until run(plan) ends."""
-
-    cfg: DictConfig
-    task: Task
-    splits: Splits  # train and dev, read and checked
-    hw: Hardware
-    run_dir: RunDir  # the output folder, and the checkpoint a resume continues from
-
-
-def plan(cfg: DictConfig | CheckedConfig) -> TeacherPlan:
+def plan(cfg: DictConfig | CheckedConfig) -> TrainingPlan:
     """Every check, in the order a user fixes them: the config, the data's task, the hardware, the output folder
     and an unfinished run in it, then the data files themselves."""
     cfg = checked(cfg).cfg
@@ -42,10 +28,10 @@ def plan(cfg: DictConfig | CheckedConfig) -> TeacherPlan:
     hw = run_hardware(cfg)
     run_dir = plan_run_dir(cfg, hw, protected=protected_inputs(cfg, "model.teacher_init", *DATA_KEYS, "log_dir"))
     with releasing_on_error(run_dir):
-        return TeacherPlan(cfg=cfg, task=data.task, splits=data.training_splits(), hw=hw, run_dir=run_dir)
+        return TrainingPlan(cfg=cfg, task=data.task, splits=data.training_splits(), hw=hw, run_dir=run_dir)
 
 
-def run(plan: TeacherPlan) -> dict:
+def run(plan: TrainingPlan) -> dict:
     """Load, train, publish: the best-on-dev model and its dev metrics (dev_metrics.json)."""
     with working(plan.run_dir):
         with staged(plan.run_dir) as stage:
@@ -68,7 +54,7 @@ def _load_finetune(cfg: DictConfig, task: Task):
     return model, tokenizer
 
 
-def _run_finetune(plan: TeacherPlan, *, model, tokenizer, stage: Path) -> BestOnDev:
+def _run_finetune(plan: TrainingPlan, *, model, tokenizer, stage: Path) -> BestOnDev:
     cfg, task = plan.cfg, plan.task
     module = TeacherModule(model, task, [s.name for s in task.eval_splits], hydra.utils.instantiate(cfg.optimizer),
                            warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm)
@@ -78,7 +64,7 @@ def _run_finetune(plan: TeacherPlan, *, model, tokenizer, stage: Path) -> BestOn
                best=BestOnDev(stage, tokenizer, cfg.patience), identity=identity, run=plan.run_dir)
 
 
-def _publish_teacher(plan: TeacherPlan, best: BestOnDev) -> dict:
+def _publish_teacher(plan: TrainingPlan, best: BestOnDev) -> dict:
     summary = run_summary(plan.cfg, plan.task, best, {"model": str(plan.cfg.model.teacher_init)})
     publish_run(plan.run_dir, summary, summary_file="dev_metrics.json", what="Teacher", model_dir=plan.run_dir.out)
     return summary

@@ -20,8 +20,9 @@ from ..core.errors import ConfigError
 from ..core.files import (check_output_dir, check_output_target, check_writable, owned, publish, remove_leftovers,
                           staging_dir, write_fault, WriteFailed, write_json_atomic)
 from ..core.hardware import Hardware, is_rank_zero
-from ..data.glue import resolve_glue_dir
+from ..data.glue import Splits, resolve_glue_dir
 from ..data.metrics import format_metrics
+from ..data.tasks import Task
 from .resume import (check_settings, checkpoint_owner, checkpoint_path, describe, resume_request, run_settings,
                      saved_state)
 
@@ -40,6 +41,18 @@ class RunDir:
     settings: dict  # this run's settings (resume.run_settings), stored in its checkpoints
     replace: bool  # publishing may replace an earlier result at `out` (overwrite=true)
     held: ExitStack  # the locks on the output folder (and on a resumed run's), held until the run ends (working)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a training script will do, every input checked: nothing is loaded or written yet, but the plan owns
+    its output folder (a lock) until run(plan) ends (pipelines/teacher.py, distil.py)."""
+
+    cfg: DictConfig
+    task: Task
+    splits: Splits  # train and dev, read and checked
+    hw: Hardware
+    run_dir: RunDir  # the output folder, and the checkpoint a resume continues from
 
 
 def plan_run_dir(cfg: DictConfig, hw: Hardware, *, protected: dict) -> RunDir:
