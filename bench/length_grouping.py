@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, other_cpu_share, cpu_clock, write_results  # noqa: E402
 
 from reptiledistil.config.cli import quiet_libraries, register_resolvers  # noqa: E402
-from reptiledistil.data.datamodule import DataSettings, GlueDataModule, ResumableSampler, length_order, tokenize  # noqa: E402
+from reptiledistil.data.datamodule import DataSettings, GlueDataModule, ResumableSampler, length_order, token_lengths, tokenize  # noqa: E402
 from reptiledistil.data.glue import load_training_splits  # noqa: E402
 from reptiledistil.core.hardware import resolve_hardware  # noqa: E402
 from reptiledistil.models.layer_map import layer_mapping, parameter_pairs  # noqa: E402
@@ -64,10 +64,10 @@ def chunks(order: list[int], size: int) -> list[list[int]]:
 def padding(tokenizer, splits: dict, batch: int = 32, eval_batch: int = 64) -> dict:
     """Padded shares of a whole training epoch (seed 1, epoch 0) and of the dev evaluation, before and now."""
     train = tokenize(splits["train"]["train"], tokenizer, 128)
-    lengths = [len(x) for x in train["input_ids"]]
+    lengths = token_lengths(train)
     off, on = (list(ResumableSampler(len(lengths), batch, seed=1, lengths=ls)) for ls in (None, lengths))
     dev = tokenize(next(iter(splits["dev"].values())), tokenizer, 128)
-    dev_lengths = [len(x) for x in dev["input_ids"]]
+    dev_lengths = token_lengths(dev)
     return {"train_examples": len(lengths), "mean_tokens": sum(lengths) / len(lengths),
             "train_off": padded_share(lengths, chunks(off, batch)), "train_on": padded_share(lengths, chunks(on, batch)),
             "mean_batch_tokens_off": statistics.mean(max(lengths[i] for i in b) for b in chunks(off, batch)),

@@ -118,11 +118,16 @@ def sorted_by_length(ds: datasets.Dataset) -> datasets.Dataset:
     return ds.select(length_order(ds))
 
 
+def token_lengths(ds: datasets.Dataset) -> list[int]:
+    """Tokens per example of `ds` (tokenized, unpadded)."""
+    return [len(x) for x in ds["input_ids"]]
+
+
 def length_order(ds: datasets.Dataset) -> list[int]:
     """Row numbers of `ds` (tokenized), longest first; ties keep their order."""
     if len(ds) == 0:
         return []  # an empty split has no columns
-    lengths = [len(x) for x in ds["input_ids"]]
+    lengths = token_lengths(ds)
     return sorted(range(len(lengths)), key=lambda i: -lengths[i])
 
 
@@ -207,7 +212,7 @@ class GlueDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         t = self.trainer
-        lengths = [len(x) for x in self.train_ds["input_ids"]] if self.settings.group_by_length else None
+        lengths = token_lengths(self.train_ds) if self.settings.group_by_length else None
         sampler = ResumableSampler(len(self.train_ds), self.batch_size, self.seed, t.global_rank if t else 0,
                                    t.world_size if t else 1, lengths=lengths)
         sampler.skip_batches(self._resume_skip)  # a run resumed mid-epoch starts where it stopped
