@@ -55,6 +55,13 @@ FP32_TRAIN, FP32_PREDICT = "trainer.precision=32-true", "precision=fp32"
 def pinned(extra: list[str]) -> list[str]:
     """fp32 unless the grid's own overrides name a precision (Hydra refuses one key set twice)."""
     return [] if any(o.lstrip("+").startswith("trainer.precision=") for o in extra) else [FP32_TRAIN]
+
+
+def predict_precision(extra: list[str]) -> str:
+    """predict.py's precision for a grid's evaluations: bf16 autocast where the grid trains in bf16, so a teacher's
+    score after distillation is measured as its score before was (one precision per grid), else fp32."""
+    bf16 = any(o.lstrip("+").startswith("trainer.precision=bf16") for o in extra)
+    return "precision=bf16" if bf16 else FP32_PREDICT
 # Settings added after a grid's first runs, with the value those runs had: a record without the key ran with it, and
 # so do the runs a grid adds next to such records (a grid is one experiment; the new default is for new grids).
 LEGACY = {"data.group_by_length": False}
@@ -241,7 +248,7 @@ class Grid:
             rel = out.relative_to(ROOT)
             run_script("predict.py", [f"task={task}", "split=dev", f"model_dir={rel / 'teacher'}",
                                       f"output_dir={rel / 'teacher_eval'}", "overwrite=true",
-                                      FP32_PREDICT, f"hydra.run.dir={rel / 'teacher_eval' / 'logs'}"],
+                                      predict_precision(self.extra), f"hydra.run.dir={rel / 'teacher_eval' / 'logs'}"],
                        self.models / task / f"{method}-seed{seed}-teacher-eval.log")
             after = json.loads((out / "teacher_eval" / f"{task}_dev_metrics.json").read_text())["dev"]
             doc["teacher_after"] = {**after, "selection": selection_score(get_task(task), after, "")}

@@ -105,3 +105,11 @@ def test_records_older_than_a_setting_keep_its_old_value(tmp_path, monkeypatch):
     assert grid.teacher_extra == ["alpha=0.3", "data.group_by_length=false"]
     assert reproduce.Grid("minilm", ["data.group_by_length=true"], None).extra == ["data.group_by_length=true"]
     assert reproduce.Grid("minilm", [], "new").extra == [], "a new grid: the default"
+
+
+def test_a_grid_evaluates_its_teachers_in_the_precision_it_trains_in():
+    """The teacher's score after distillation is compared with its score before (measured while it trained): a bf16
+    grid evaluates in bf16 autocast, an fp32 grid (the default pin) in fp32."""
+    assert reproduce.predict_precision([]) == "precision=fp32"
+    assert reproduce.predict_precision(["trainer.precision=32-true"]) == "precision=fp32"
+    assert reproduce.predict_precision(["trainer.precision=bf16-mixed", "seed=1"]) == "precision=bf16"
