@@ -151,12 +151,29 @@ def tables(rows: list[dict], columns: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def precision_line(runs: dict) -> str:
+    """The training precision the grid's runs recorded: one for the whole grid, or each named where they differ."""
+    used: dict[str, list[str]] = {}
+    for task, per in runs.items():
+        for method, records in per.items():
+            for r in records:
+                value = str(r.get("config", {}).get("trainer", {}).get("precision", "not recorded"))
+                used.setdefault(value, []).append(f"{task} {TITLES.get(method, method)} seed {r.get('seed')}")
+    def shown(p: str) -> str:  # `auto` is resolved on the machine that ran the run, and only the setting is kept
+        return f"`{p}`" + (" (as the machine that ran it chose; the choice is not recorded)" if p == "auto" else "")
+
+    if len(used) == 1:
+        return f"Training precision: {shown(next(iter(used)))} in every run.\n\n"
+    listed = "; ".join(f"{shown(p)}: {', '.join(names)}" for p, names in sorted(used.items()))
+    return f"**Training precisions differ between runs** (a grid should use one): {listed}.\n\n"
+
+
 def markdown(rows: list[dict], preset: str, columns: tuple[str, ...], findings: bool = False,
-             command: str = "python bench/reproduce.py") -> str:
+             command: str = "python bench/reproduce.py", precision: str = "") -> str:
     note = (f" The tables and the chart are generated from the JSON runs; the text after them is hand-written in "
             f"[{FINDINGS}]({FINDINGS}): edit that file, not this page." if findings else "")
     return (f"# Results grid: preset `{preset}`\n\nRegenerate: `{command}` (skips runs that exist; "
-            f"`--report` only rebuilds this page).{note}\n\n" + tables(rows, columns))
+            f"`--report` only rebuilds this page).{note}\n\n" + precision + tables(rows, columns))
 
 
 def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -> None:
@@ -225,6 +242,6 @@ def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None =
         image = ""
     findings = results / FINDINGS
     notes = f"\n{findings.read_text().strip()}\n" if findings.is_file() else ""
-    write_atomic(md, markdown(rows, preset, columns, findings.is_file(), command) + todo + image + notes)
+    write_atomic(md, markdown(rows, preset, columns, findings.is_file(), command, precision_line(runs)) + todo + image + notes)
     return md.read_text() + f"\nwrote {md}" + (f" and {results / 'methods.png'}" if image else
                                                 " (no chart: pip install matplotlib)")

@@ -119,3 +119,15 @@ def test_a_resumed_runs_time_is_left_out_of_the_mean(results, tmp_path, monkeypa
     assert row["reptile"]["selection"] == pytest.approx([53.0, 55.0, 70.0])  # its scores still count
     assert "102 / 150 (1 resumed, left out)" in write_report(results, "minilm")
 
+
+
+def test_the_page_states_the_grids_precision_and_names_runs_that_differ(results, tmp_path, monkeypatch):
+    monkeypatch.setenv("GLUE_DIR", str(tmp_path / "nowhere"))
+    for path in results.glob("rte/*.json"):
+        doc = json.loads(path.read_text())
+        path.write_text(json.dumps({**doc, "config": {"trainer": {"precision": "bf16-mixed"}}}))
+    assert "Training precision: `bf16-mixed` in every run." in write_report(results, "minilm")
+    odd = results / "rte" / "kd-seed2.json"
+    odd.write_text(json.dumps({**json.loads(odd.read_text()), "config": {"trainer": {"precision": "32-true"}}}))
+    text = write_report(results, "minilm")
+    assert "**Training precisions differ between runs**" in text and "`32-true`: rte vanilla KD seed 2" in text
