@@ -157,7 +157,8 @@ def precision_line(runs: dict) -> str:
     for task, per in runs.items():
         for method, records in per.items():
             for r in records:
-                value = str(r.get("config", {}).get("trainer", {}).get("precision", "not recorded"))
+                value = str((r.get("hardware") or {}).get("precision")  # what ran; older records: the setting
+                            or r.get("config", {}).get("trainer", {}).get("precision", "not recorded"))
                 used.setdefault(value, []).append(f"{task} {TITLES.get(method, method)} seed {r.get('seed')}")
     def shown(p: str) -> str:  # `auto` is resolved on the machine that ran the run, and only the setting is kept
         return f"`{p}`" + (" (as the machine that ran it chose; the choice is not recorded)" if p == "auto" else "")
@@ -168,7 +169,7 @@ def precision_line(runs: dict) -> str:
     return f"**Training precisions differ between runs** (a grid should use one): {listed}.\n\n"
 
 
-def markdown(rows: list[dict], preset: str, columns: tuple[str, ...], findings: bool = False,
+def markdown(rows: list[dict], preset: str, columns: tuple[str, ...], *, findings: bool = False,
              command: str = "python bench/reproduce.py", precision: str = "") -> str:
     note = (f" The tables and the chart are generated from the JSON runs; the text after them is hand-written in "
             f"[{FINDINGS}]({FINDINGS}): edit that file, not this page." if findings else "")
@@ -242,6 +243,7 @@ def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None =
         image = ""
     findings = results / FINDINGS
     notes = f"\n{findings.read_text().strip()}\n" if findings.is_file() else ""
-    write_atomic(md, markdown(rows, preset, columns, findings.is_file(), command, precision_line(runs)) + todo + image + notes)
+    write_atomic(md, markdown(rows, preset, columns, findings=findings.is_file(), command=command,
+                              precision=precision_line(runs)) + todo + image + notes)
     return md.read_text() + f"\nwrote {md}" + (f" and {results / 'methods.png'}" if image else
                                                 " (no chart: pip install matplotlib)")

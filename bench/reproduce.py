@@ -192,7 +192,8 @@ class Grid:
         metrics = json.loads((out / "dev_metrics.json").read_text())
         write_json(result, {"task": task, "method": "teacher", "seed": metrics["config"]["seed"], "overrides": overrides,
                             "best": metrics["best"], "final": metrics["final"], "history": metrics["history"],
-                            "config": metrics["config"], "wall_s": wall, "cpu_s": cpu,
+                            "config": metrics["config"], "hardware": metrics.get("hardware"), "wall_s": wall,
+                            "cpu_s": cpu,
                             "resumed": "resume=true" in overrides, **started,
                             "finished": stamp()["date"]})
         return out
@@ -240,7 +241,8 @@ class Grid:
         wall, cpu = run_script("train.py", overrides, self.models / task / f"{method}-seed{seed}.log")
         metrics = json.loads((out / "metrics.json").read_text())
         doc = {"task": task, "method": method, "seed": seed, "overrides": overrides, "best": metrics["best"],
-               "final": metrics["final"], "history": metrics["history"], "config": metrics["config"], "wall_s": wall,
+               "final": metrics["final"], "history": metrics["history"], "config": metrics["config"],
+               "hardware": metrics.get("hardware"), "wall_s": wall,
                "cpu_s": cpu, "resumed": "resume=true" in overrides}
         teacher_before = json.loads((self.results / task / "teacher.json").read_text())["best"]
         doc["teacher_before"] = teacher_before

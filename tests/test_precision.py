@@ -160,6 +160,7 @@ def bf16_teacher(tmp_path_factory, tiny_bert):
         "task=rte", f"model.teacher_init={tiny_bert}", f"output_dir={tmp / 'teacher'}", "trainer.precision=bf16-mixed"])
     summary = finetune(cfg)
     assert summary["best"]["dev_accuracy"] >= 0.0
+    assert summary["hardware"] == {"accelerator": "cpu", "precision": "bf16-mixed"}  # what ran, recorded
     return tmp, glue
 
 
@@ -175,3 +176,4 @@ def test_every_method_trains_under_bf16(bf16_teacher, tiny_bert, method):
     distil(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == method and len(metrics["history"]) == 1
+    assert metrics["hardware"]["precision"] == "bf16-mixed"

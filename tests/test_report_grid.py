@@ -131,3 +131,7 @@ def test_the_page_states_the_grids_precision_and_names_runs_that_differ(results,
     odd.write_text(json.dumps({**json.loads(odd.read_text()), "config": {"trainer": {"precision": "32-true"}}}))
     text = write_report(results, "minilm")
     assert "**Training precisions differ between runs**" in text and "`32-true`: rte vanilla KD seed 2" in text
+    # a record that says what `auto` became is reported by that
+    odd.write_text(json.dumps({**json.loads(odd.read_text()), "config": {"trainer": {"precision": "auto"}},
+                               "hardware": {"accelerator": "cpu", "precision": "bf16-mixed"}}))
+    assert "Training precision: `bf16-mixed` in every run." in write_report(results, "minilm")

@@ -167,7 +167,7 @@ def _publish_student(plan: DistilPlan, best: BestOnDev, *, teacher, student) -> 
     teacher_dir = Path(cfg.teacher_dir) if teacher is not None else None
     summary = run_summary(cfg, task, best, {"method": method.name, "strategy": cfg.strategy.name,
                                          "teacher": str(cfg.teacher_dir) if teacher is not None else None,
-                                         "student_layers": student.config.num_hidden_layers})
+                                         "student_layers": student.config.num_hidden_layers}, hw=plan.hw)
     if is_rank_zero():  # README.md (Hugging Face model card) beside the student's weights
         write_model_card(summary, stage / "student", teacher_dir, description=method.description)
     publish_run(plan.run_dir, summary, summary_file="metrics.json",

@@ -65,6 +65,6 @@ def _run_finetune(plan: TrainingPlan, *, model, tokenizer, stage: Path) -> BestO
 
 
 def _publish_teacher(plan: TrainingPlan, best: BestOnDev) -> dict:
-    summary = run_summary(plan.cfg, plan.task, best, {"model": str(plan.cfg.model.teacher_init)})
+    summary = run_summary(plan.cfg, plan.task, best, {"model": str(plan.cfg.model.teacher_init)}, hw=plan.hw)
     publish_run(plan.run_dir, summary, summary_file="dev_metrics.json", what="Teacher", model_dir=plan.run_dir.out)
     return summary

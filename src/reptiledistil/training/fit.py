@@ -97,9 +97,11 @@ def fit(cfg, hw: Hardware, *, module, dm, best: BestOnDev, identity: dict, run: 
     return best
 
 
-def run_summary(cfg: DictConfig, task, best: BestOnDev, extra: dict) -> dict:
+def run_summary(cfg: DictConfig, task, best: BestOnDev, extra: dict, *, hw: Hardware) -> dict:
     config = _resolved(cfg)
-    return {"task": task.name, **extra, "selection_metric": list(task.selection),
+    # what `auto` became on this machine: the config keeps only the setting
+    return {"task": task.name, **extra, "hardware": {"accelerator": hw.accelerator, "precision": hw.precision},
+            "selection_metric": list(task.selection),
             "best": best.best, "final": best.history[-1], "history": best.history, "train_wall_s": best.wall_s,
             "output_dir": str(Path(cfg.output_dir).resolve()), "log_dir": config.get("log_dir"), "config": config}
 
