@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from conftest import compose_cfg, patch_pipelines, quick, tiny_bert_config, write_glue
-from reptiledistil.core import files as core_files
+from reptiledistil.core import outputs as core_outputs
 from reptiledistil.models import loading as models
 from reptiledistil.pipelines.distil import distil
 from reptiledistil.pipelines.predict import predict
@@ -428,7 +428,7 @@ def offline_hub(monkeypatch):
 def emulate_permissions_for_root(monkeypatch) -> None:
     """root may write anywhere, so a 0o555 folder is only read-only for others: judge it by its mode bits."""
     if os.geteuid() == 0:
-        monkeypatch.setattr(core_files, "is_writable", lambda d: bool(os.stat(d).st_mode & 0o200))
+        monkeypatch.setattr(core_outputs, "is_writable", lambda d: bool(os.stat(d).st_mode & 0o200))
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -20,7 +20,9 @@ from safetensors.torch import load_file
 
 from conftest import compose_cfg, quick, write_glue
 from reptiledistil.core.errors import ConfigError
-from reptiledistil.core.files import RECORD, check_output_dir, foreign_entries, lock_path, owned, publish
+from reptiledistil.core.files import publish
+from reptiledistil.core.lock import lock_path, owned
+from reptiledistil.core.outputs import RECORD, check_output_dir, foreign_entries
 from reptiledistil.pipelines.distil import distil
 from reptiledistil.pipelines.predict import predict
 from reptiledistil.pipelines.teacher import finetune
@@ -175,7 +177,7 @@ def test_a_second_run_is_refused_while_the_first_works_and_a_folder_that_appears
 HOLDER = """
 import sys, time
 from pathlib import Path
-from reptiledistil.core.files import owned
+from reptiledistil.core.lock import owned
 with owned(sys.argv[1], Path(sys.argv[2]) if sys.argv[2] else None):
     print("held", flush=True)
     time.sleep(300)
@@ -400,7 +402,9 @@ def test_an_unknown_search_or_a_value_that_is_not_finite_is_refused(override, sa
 def test_what_counts_as_a_failed_write(tmp_path, monkeypatch):
     import errno
 
-    from reptiledistil.core.files import WriteFailed, saving, write_atomic, write_fault
+    from reptiledistil.core.faults import WriteFailed, saving, write_fault
+
+    from reptiledistil.core.files import write_atomic
 
     assert str(write_fault(OSError(errno.ENOSPC, "No space left on device", "/x/m.bin"))) == (
         "could not write /x/m.bin: no space is left on the device.")

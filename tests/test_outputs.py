@@ -8,8 +8,8 @@ import stat
 import pytest
 
 from reptiledistil.core.errors import ConfigError
-from reptiledistil.core.files import (atomic_dir, atomic_file, check_output_dir, publish, staging_dir, write_atomic,
-                                    write_json_atomic)
+from reptiledistil.core.files import atomic_dir, atomic_file, publish, staging_dir, write_atomic, write_json_atomic
+from reptiledistil.core.outputs import check_output_dir
 
 
 def listing(d):

@@ -1,26 +1,22 @@
-"""Writing results so that an interrupted run never leaves a half-written file or model, and nothing is overwritten by
-accident: a run owns its output folder while it works (a lock), publishes it whole (temp dir + rename), replaces
-only what this project wrote, and a failed write is an answer that names the file and the cause. Every file the
-package and bench/ write goes through atomic_file (atomic_dir for a folder); an output location is checked before
-anything slow."""
+"""Writing results so that an interrupted run never leaves a half-written file or model: every file the package and
+bench/ write goes through atomic_file (atomic_dir for a folder), a temporary beside the target renamed into place; a
+run's output folder is staged and published whole (publish), replacing only what this project wrote. The only
+module that renames files into place. Where a run may write: outputs.py; who owns a folder: lock.py; a failed
+write: faults.py."""
 
 from __future__ import annotations
 
-import datetime
-import errno
-import fcntl
-import fnmatch
 import json
 import os
-import re
 import shutil
-import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from .errors import ConfigError
+from .faults import saving
+from .outputs import RECORD, refuse_foreign
 
 
 def _umask() -> int:
@@ -29,220 +25,6 @@ def _umask() -> int:
     return mask
 
 
-# --- where a run may write ------------------------------------------------------------------------------------
-
-# In every folder a run publishes: the files it wrote there. overwrite=true replaces a folder only if it holds
-# nothing else (a user's notes dropped into a model folder are not a result to delete).
-RECORD = ".reptiledistil.json"
-# Folders published before the record existed are recognised by name: a folder holding one of MARKS (a script's
-# metrics file, an ONNX export's marker) is a result, and entries matching KNOWN are what the scripts wrote there.
-MARKS = ("metrics.json", "dev_metrics.json", "onnx_export.json")
-KNOWN = ("student", "teacher", "config.json", "generation_config.json", "*.safetensors", "*.index.json", "*.bin",
-         "*.onnx", "*.onnx.data", "tokenizer*.json", "vocab.*", "special_tokens_map.json", "added_tokens.json",
-         "merges.txt", "*.model", "README.md")
-
-
-def check_output_target(path, key: str = "output_dir", protected: dict | None = None) -> Path:
-    """Refuse outright a folder a run must never replace, overwrite=true or not: none given (an empty value means
-    the working directory), the working directory or a folder holding it, or a folder holding one of the run's
-    inputs (`protected`: {"teacher_dir": path, ...}). Nothing is written."""
-    if str(path).strip() == "":
-        raise ConfigError(f"{key} is empty, which would mean the working directory. Pass {key}=<a folder for this "
-                          "run's results>.")
-    path = Path(path).expanduser()
-    target, cwd = path.resolve(), Path.cwd().resolve()
-    if target == cwd or target in cwd.parents:
-        what = "the working directory" if target == cwd else "a folder holding the working directory"
-        raise ConfigError(f"{key}={path} is {what} ({target}): a run replaces its output folder when it finishes. "
-                          f"Pass {key}=<a folder of its own>, e.g. a new subfolder.")
-    for name, held in (protected or {}).items():
-        held = Path(held).expanduser().resolve()
-        if target == held or target in held.parents:
-            raise ConfigError(f"{key}={path} holds {name}={held}: a run replaces its output folder when it finishes, "
-                              f"which would delete it. Pass {key}=<a folder outside it>.")
-    return path
-
-
-def check_output_dir(path: str | Path, overwrite: bool, key: str = "output_dir") -> Path:
-    """Refuse an output directory that already holds results, unless overwrite=true; and even then one that holds
-    anything this project did not write (named). Checked while the run owns the folder (`owned`)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():  # even overwrite=true must not delete a file
-        raise ConfigError(f"Output directory {path.resolve()} is a file, not a directory. Choose another {key}=<dir>.")
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"Output directory {path.resolve()} already holds results. Pass overwrite=true to "
-                              f"replace them, or choose another {key}=<dir>.")
-        _refuse_foreign(path, key)
-    return path
-
-
-def _refuse_foreign(path: Path, key: str) -> None:
-    foreign = foreign_entries(path)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise ConfigError(f"{key}={path} holds files this project did not write ({shown}); overwrite=true replaces "
-                          f"only a previous run's results. Move them away, or choose another {key}=<dir>.")
-
-
-def foreign_entries(folder: Path) -> list[str]:
-    """What in `folder` no run of this project wrote: paths relative to it, a folder as `name/` when nothing in it
-    was written by a run. Judged by the folder's RECORD, or by name (MARKS, KNOWN) for a folder without one."""
-    try:
-        ours = set(json.loads((folder / RECORD).read_text(encoding="utf-8"))["files"]) | {RECORD}
-    except (OSError, ValueError, KeyError, TypeError):  # no record (an older result, or not a result at all)
-        names = sorted(os.listdir(folder))
-        if not any(n in MARKS for n in names):
-            return [n + "/" if (folder / n).is_dir() else n for n in names]
-        return [n for n in names if n not in MARKS and not any(fnmatch.fnmatch(n, k) for k in KNOWN)]
-    holding = {p.as_posix() for f in ours for p in Path(f).parents}  # folders with a recorded file in them
-    foreign = []
-    for root, dirs, files in os.walk(folder):
-        rel = Path(root).relative_to(folder)
-        for d in list(dirs):
-            if (rel / d).as_posix() not in holding:
-                foreign.append((rel / d).as_posix() + "/")
-                dirs.remove(d)
-        foreign += [(rel / f).as_posix() for f in files if (rel / f).as_posix() not in ours]
-    return sorted(foreign)
-
-
-# --- a run owns its output folder ----------------------------------------------------------------------------
-
-
-def lock_path(folder: str | Path) -> Path:
-    """The lock of a run's output folder: `.<name>.lock` beside it (and beside its staging folder)."""
-    folder = Path(folder).expanduser().resolve()
-    return folder.parent / f".{folder.name}.lock"
-
-
-@contextmanager
-def owned(folder: str | Path, lock: Path | None = None, fix: str = "choose another output_dir=<dir>"):
-    """Own `folder` while the body runs: an exclusive fcntl.flock on `lock` (default: lock_path(folder)), which
-    records who holds it (pid, host, start time) and dies with the process however it ends. A folder another
-    live run owns is refused, naming that run (and `fix`); a lock file left by a run that died is taken over,
-    saying so. Folders made to hold the lock file are removed again if nothing else was written in them."""
-    lock = Path(lock or lock_path(folder))
-    made = [d for d in (lock.parent, *lock.parent.parents) if not d.exists()]
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with saving(lock):  # a full disk: even the lock file cannot be written
-            fd = _lock(lock, folder, fix)
-    except BaseException:
-        _remove_empty(made)
-        raise
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)  # before unlocking: a run waiting on this file retries on a fresh one
-        os.close(fd)
-        _remove_empty(made)
-
-
-def _lock(lock: Path, folder, fix: str) -> int:
-    while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        except FileNotFoundError:  # a run that failed removed the empty folder it had made for its own lock
-            lock.parent.mkdir(parents=True, exist_ok=True)
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _owner(fd) or "its owner not yet recorded"
-            os.close(fd)
-            raise ConfigError(f"another run ({owner}) is writing {Path(folder).resolve()}. Wait for it to finish or "
-                              f"stop it, or {fix}.") from None
-        try:  # the holder may have removed the file between our open and our lock: lock the file now there
-            here = os.stat(lock)
-            if (here.st_dev, here.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    previous = _owner(fd)
-    if previous:  # a live owner would hold the lock: this one ended without releasing it (killed, crashed)
-        print(f"taking over {Path(folder).resolve()}: the run that held it ({previous}) is no longer running")
-    me = {"pid": os.getpid(), "host": socket.gethostname(),
-          "started": datetime.datetime.now().isoformat(sep=" ", timespec="seconds")}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
-    return fd
-
-
-def _owner(fd: int) -> str:
-    """'pid N on host H, started T' from a lock file; '' when it records no owner."""
-    try:
-        o = json.loads(os.pread(fd, 4096, 0).decode() or "null")
-        return f"pid {o['pid']} on host {o['host']}, started {o['started']}"
-    except (ValueError, TypeError, KeyError, OSError):
-        return ""
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    for d in folders:  # deepest first
-        try:
-            d.rmdir()
-        except OSError:
-            return
-
-
-# --- a failed write is an answer -----------------------------------------------------------------------------
-
-# errno -> (what happened, what to do about it)
-WRITE_FAULTS = {
-    errno.ENOSPC: ("no space is left on the device", "free some space"),
-    errno.EDQUOT: ("the disk quota is used up", "free some space"),
-    errno.EFBIG: ("the file would be larger than this process may write (ulimit -f) or the file system allows",
-                  "raise the file-size limit"),
-    errno.EROFS: ("the file system is read-only", "make it writable"),
-    errno.EACCES: ("permission denied", "make the folder writable"),
-    errno.EPERM: ("operation not permitted", "make the folder writable"),
-}
-
-
-class WriteFailed(ConfigError):
-    """A result that could not be written (disk full, file-size limit, read-only, no permission): `fix` says what
-    to do; the caller adds what was kept."""
-
-    def __init__(self, path, code: int):
-        self.path, (self.cause, self.fix) = Path(path), WRITE_FAULTS[code]
-        super().__init__(f"could not write {self.path}: {self.cause}.")
-
-
-def write_fault(e: BaseException, path=None) -> WriteFailed | None:
-    """`e` as a WriteFailed when it is a failed write: an OSError with one of WRITE_FAULTS' codes, a library's error
-    carrying one (safetensors: '... File too large (os error 27)'), or raised while handling one (torch.save's
-    'unexpected pos'). `path`: the result being written (default: the file the OSError names; then a denied
-    permission is not taken for a write, as it may be a read). None for any other error."""
-    if isinstance(e, ConfigError) and not isinstance(e, WriteFailed):
-        return None  # already an answer
-    seen = 0
-    while e is not None and seen < 5:  # the error and those it was raised from or while handling
-        if isinstance(e, WriteFailed):
-            return e
-        code = e.errno if isinstance(e, OSError) else None
-        found = re.search(r"\(os error (\d+)\)", str(e)) if code is None else None
-        code = int(found.group(1)) if found else code
-        if code in WRITE_FAULTS and not (path is None and code in (errno.EACCES, errno.EPERM)):
-            return WriteFailed(path or getattr(e, "filename", None) or "a file", code)
-        e, seen = e.__cause__ or e.__context__, seen + 1
-    return None
-
-
-@contextmanager
-def saving(path):
-    """Writes of the result `path`: a failed write raises WriteFailed naming it."""
-    try:
-        yield
-    except Exception as e:
-        fault = write_fault(e, path)
-        if fault is None:
-            raise
-        raise fault from None
-
-
-# --- publishing ------------------------------------------------------------------------------------------------
 
 
 def staging_dir(path: str | Path) -> Path:
@@ -263,7 +45,7 @@ def publish(staging: Path, final: Path, overwrite: bool) -> None:
             raise ConfigError(f"{final.resolve()} appeared while this run was working, and was left as it is; the "
                               f"run's results are kept in {staging.resolve()}. Move {final} away, then rerun the "
                               "same command plus resume=true to publish them.")
-        _refuse_foreign(final, "output_dir")
+        refuse_foreign(final, "output_dir")
     replace_dir(staging, final)
 
 
@@ -343,23 +125,3 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
 
 def write_json_atomic(path: str | Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
-def is_writable(folder: Path) -> bool:
-    return os.access(folder, os.W_OK | os.X_OK)
-
-
-def check_writable(path, key: str, beside: bool = False) -> None:
-    """Refuse an output location that cannot be written, before anything slow: the nearest existing folder of
-    `path` (itself or a parent) must be writable. beside=True: results are staged in a sibling folder and
-    renamed into place, so it is the parent of `path` that must be writable."""
-    target = Path(path).expanduser().absolute()
-    folder = target.parent if beside else target
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"{key}={path} cannot be created: {folder} is a file, not a folder. "
-                          f"Choose another {key}=<dir>.")
-    if not is_writable(folder):
-        raise ConfigError(f"{key}={path} cannot be written: {folder} is not writable (read-only folder or file "
-                          f"system). Choose a writable {key}=<dir>, or make {folder} writable.")

@@ -38,7 +38,8 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..core.hardware import cpu_supports_bf16
-from ..core.files import atomic_dir, check_output_dir, write_json_atomic
+from ..core.files import atomic_dir, write_json_atomic
+from ..core.outputs import check_output_dir
 from ..models.loading import MARKER, OLD_INT8_MARKER, is_onnx_dir
 
 MODEL_FILE = "model.onnx"

@@ -12,7 +12,10 @@ from omegaconf import DictConfig
 
 from ..config.schema import CheckedConfig, checked
 from ..core.errors import ConfigError
-from ..core.files import check_output_dir, check_output_target, check_writable, owned, write_fault, write_json_atomic
+from ..core.faults import write_fault
+from ..core.files import write_json_atomic
+from ..core.lock import owned
+from ..core.outputs import check_output_dir, check_output_target, check_writable
 from ..data.glue import TaskData, task_data
 from ..data.datamodule import check_max_seq_length
 from ..data.metrics import format_metrics

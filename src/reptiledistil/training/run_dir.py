@@ -17,8 +17,10 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from ..core.errors import ConfigError
-from ..core.files import (check_output_dir, check_output_target, check_writable, owned, publish, remove_leftovers,
-                          staging_dir, write_fault, WriteFailed, write_json_atomic)
+from ..core.faults import WriteFailed, write_fault
+from ..core.files import publish, remove_leftovers, staging_dir, write_json_atomic
+from ..core.lock import owned
+from ..core.outputs import check_output_dir, check_output_target, check_writable
 from ..core.hardware import Hardware, is_rank_zero
 from ..data.glue import Splits, resolve_glue_dir
 from ..data.metrics import format_metrics
@@ -56,7 +58,7 @@ class TrainingPlan:
 
 
 def plan_run_dir(cfg: DictConfig, hw: Hardware, *, protected: dict) -> RunDir:
-    """Every check of the output location, with the folder owned from here (core/files.owned: a second run on it
+    """Every check of the output location, with the folder owned from here (core/lock.owned: a second run on it
     is refused) until the run ends: output_dir holds none of the run's inputs (`protected`), can be written and
     holds no results (unless overwrite=true); an unfinished run there is continued (resume=) or refused; a resumed
     checkpoint was written by this script with this run's settings. Nothing is written but the lock."""
