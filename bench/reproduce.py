@@ -52,16 +52,20 @@ QUIET = "trainer.enable_progress_bar=false"  # the logs hold the console output;
 FP32_TRAIN, FP32_PREDICT = "trainer.precision=32-true", "precision=fp32"
 
 
+def named_precision(extra: list[str]) -> str | None:
+    """The trainer.precision the grid's own overrides name, if any."""
+    return next((o.split("=", 1)[1] for o in extra if o.lstrip("+").startswith("trainer.precision=")), None)
+
+
 def pinned(extra: list[str]) -> list[str]:
     """fp32 unless the grid's own overrides name a precision (Hydra refuses one key set twice)."""
-    return [] if any(o.lstrip("+").startswith("trainer.precision=") for o in extra) else [FP32_TRAIN]
+    return [] if named_precision(extra) is not None else [FP32_TRAIN]
 
 
 def predict_precision(extra: list[str]) -> str:
     """predict.py's precision for a grid's evaluations: bf16 autocast where the grid trains in bf16, so a teacher's
     score after distillation is measured as its score before was (one precision per grid), else fp32."""
-    bf16 = any(o.lstrip("+").startswith("trainer.precision=bf16") for o in extra)
-    return "precision=bf16" if bf16 else FP32_PREDICT
+    return "precision=bf16" if (named_precision(extra) or "").startswith("bf16") else FP32_PREDICT
 # Settings added after a grid's first runs, with the value those runs had: a record without the key ran with it, and
 # so do the runs a grid adds next to such records (a grid is one experiment; the new default is for new grids).
 LEGACY = {"data.group_by_length": False}
