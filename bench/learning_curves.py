@@ -1,7 +1,9 @@
 """Learning curves: the dev selection score of every epoch, per task and method, from the grid's JSON runs.
 
 Answers "how long must a student train?": one chart per task (dev score against epoch, one line per run) and a
-table that says, per run, its best epoch and how many epochs it has gone without a new best.
+table that says, per run, its best epoch and how many epochs it has gone without a new best. Where a run updates
+its teacher (ReptileDistil, MetaDistil), the teacher's own dev score after each epoch goes beside it (the table's
+"its teacher" row, a dotted line; epoch 0 is the fine-tuned teacher): does the teacher drift while it teaches?
 
   python bench/learning_curves.py results/minilm-ep8        # -> results/minilm-ep8/curves-<task>.png
   python bench/learning_curves.py results/minilm-ep8 results/minilm-round1 --tasks mrpc stsb
@@ -28,13 +30,29 @@ def load_histories(results: Path, tasks: list[str] | None) -> dict[str, dict[str
     return out
 
 
+def teacher_curves(results: Path, tasks: list[str] | None) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{task: {"<method> seed <n>": [(epoch, the teacher's dev selection score), ...]}} for the runs that update
+    their teacher (ReptileDistil, MetaDistil): epoch 0 is the fine-tuned teacher before it taught."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for path in sorted(results.glob("*/*.json")):
+        doc = json.loads(path.read_text())
+        hist = doc.get("history") or []
+        if not hist or not all("teacher_selection" in r for r in hist) or (tasks and doc["task"] not in tasks):
+            continue  # the teachers' own records and KD runs have no teacher curve
+        before = [(0, doc["teacher_before"]["selection"])] if "selection" in doc.get("teacher_before", {}) else []
+        out.setdefault(doc["task"], {})[f"{doc['method']} seed {doc['seed']}"] = before + [
+            (r["epoch"], r["teacher_selection"]) for r in hist]
+    return out
+
+
 def stalled_for(history: list[dict]) -> tuple[int, int]:
     """(best epoch, epochs trained since it): 2 or more means the dev score has stopped rising."""
     best = max(history, key=lambda r: r["selection"])
     return best["epoch"], history[-1]["epoch"] - best["epoch"]
 
 
-def table(name: str, task: str, runs: dict[str, list[dict]]) -> str:
+def table(name: str, task: str, runs: dict[str, list[dict]],
+          teachers: dict[str, list[tuple[int, float]]] | None = None) -> str:
     epochs = max(len(h) for h in runs.values())
     head = f"{name} {task}: dev selection score x100 per epoch"
     lines = [head, f"{'run':<18}" + "".join(f"{e:>7}" for e in range(1, epochs + 1)) + "   best  since"]
@@ -42,10 +60,17 @@ def table(name: str, task: str, runs: dict[str, list[dict]]) -> str:
         best, since = stalled_for(hist)
         cells = "".join(f"{100 * r['selection']:7.1f}" for r in hist) + " " * 7 * (epochs - len(hist))
         lines.append(f"{label:<18}{cells}{best:>7}{since:>7}")
+        if curve := (teachers or {}).get(label):  # the teacher it updated, after each epoch (before: epoch 0)
+            after = [v for e, v in curve if e]
+            start = f"  from {100 * curve[0][1]:.1f}" if curve[0][0] == 0 else ""
+            lines.append(f"{'  its teacher':<18}" + "".join(f"{100 * v:7.1f}" for v in after)
+                         + " " * 7 * (epochs - len(after)) + start)
     return "\n".join(lines)
 
 
-def chart(task: str, grids: list[tuple[str, dict[str, list[dict]]]], out: Path) -> None:
+def chart(task: str, grids: list[tuple[str, dict[str, list[dict]]]], out: Path,
+          teachers: dict[str, list[tuple[int, float]]] | None = None) -> None:
+    """One line per student run; with `teachers` (the first grid's), a dotted line per updated teacher."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,6 +86,9 @@ def chart(task: str, grids: list[tuple[str, dict[str, list[dict]]]], out: Path) 
             ax.plot([r["epoch"] for r in hist], [100 * r["selection"] for r in hist], marker="o", markersize=3,
                     color=colors[label], linestyle=("-", "--", ":", "-.")[i % 4],
                     label=f"{label} ({name})" if len(grids) > 1 else label)
+            if i == 0 and (curve := (teachers or {}).get(label)):
+                ax.plot([e for e, _ in curve], [100 * v for _, v in curve], marker="x", markersize=3,
+                        color=colors[label], linestyle=":", label=f"{label}: its teacher" + (f" ({name})" if len(grids) > 1 else ""))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("dev selection score (x100)")
@@ -83,12 +111,14 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+")
     args = ap.parse_args()
     grids = [(r.name, load_histories(r, args.tasks)) for r in args.results]
+    teachers = [teacher_curves(r, args.tasks) for r in args.results]
     for task in sorted({t for _, g in grids for t in g}):
         present = [(name, g[task]) for name, g in grids if task in g]
-        for name, runs in present:
-            print(table(name, task, runs) + "\n")
+        for (name, g), t in zip(grids, teachers):
+            if task in g:
+                print(table(name, task, g[task], t.get(task)) + "\n")
         out = args.results[0] / f"curves-{task}.png"
-        chart(task, present, out)
+        chart(task, present, out, teachers[0].get(task) if present[0][0] == grids[0][0] else None)
         print(f"wrote {out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out}\n")
 
 
