@@ -1,7 +1,8 @@
-"""Grids side by side, per task: vanilla KD, ReptileDistil, their paired difference, and ReptileDistil's teacher.
+"""Grids side by side, per task: the student alone, vanilla KD, ReptileDistil, their paired difference,
+ReptileDistil's teacher, and how far the best student is from its teacher.
 
 Answers "which setting gives the better student, and does ReptileDistil beat KD under it?" across grids that
-differ in one setting (a start, a schedule): one markdown row per task and grid, from the JSON runs.
+differ in one setting (a start, a schedule, a scale): one markdown row per task and grid, from the JSON runs.
 
   python bench/compare_grids.py results/minilm-round1 results/minilm-ep8 results/minilm-ep8-tinit
   python bench/compare_grids.py results/minilm-ep8 results/minilm-ep8-tinit --tasks mrpc stsb
@@ -19,7 +20,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from report_grid import _fmt, glue_name, load_runs  # noqa: E402
 
-from reptiledistil.methods import KD, Reptile  # noqa: E402
+from reptiledistil.methods import KD, Reptile, StudentAlone  # noqa: E402
 
 
 def _setting(run: dict) -> str:
@@ -44,17 +45,21 @@ def rows(grids: list[Path], tasks: list[str] | None) -> list[dict]:
         for task, by in load_runs(grid).items():
             if tasks and task not in tasks:
                 continue
-            kd, rep = by.get(KD.key, []), by.get(Reptile.key, [])
+            kd, rep, alone = by.get(KD.key, []), by.get(Reptile.key, []), by.get(StudentAlone.key, [])
             if not kd and not rep:
                 continue
+            scores = {name: [100 * r["best"]["selection"] for r in runs]
+                      for name, runs in (("alone", alone), ("kd", kd), ("reptile", rep))}
             kd_by_seed = {r["seed"]: 100 * r["best"]["selection"] for r in kd}
             diff = [100 * r["best"]["selection"] - kd_by_seed[r["seed"]] for r in rep if r["seed"] in kd_by_seed]
             teacher = [(100 * r["teacher_before"]["selection"], 100 * r["teacher_after"]["selection"])
                        for r in rep if "teacher_after" in r]
-            out.append({"task": task, "grid": grid.name, "setting": _setting((kd or rep)[0]),
-                        "kd": [100 * r["best"]["selection"] for r in kd],
-                        "reptile": [100 * r["best"]["selection"] for r in rep], "diff": diff,
-                        "teacher": teacher, "epochs": (_epochs(kd), _epochs(rep)),
+            # the fine-tuned teacher as the students' runs evaluated it (their precision), else its own record
+            before = [b for b, _ in teacher] or [100 * r["best"]["selection"] for r in by.get("teacher", [])]
+            means = [statistics.mean(v) for v in scores.values() if v]
+            gap = max(means) - statistics.mean(before) if before else None
+            out.append({"task": task, "grid": grid.name, "setting": _setting((kd or rep)[0]), **scores,
+                        "diff": diff, "teacher": teacher, "best_minus_teacher": gap, "epochs": (_epochs(kd), _epochs(rep)),
                         "cpu": [r.get("cpu_s") for r in kd + rep]})
     order = {t: i for i, t in enumerate(("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"))}
     return sorted(out, key=lambda r: (order.get(r["task"], len(order)), grids.index(next(
@@ -64,14 +69,18 @@ def rows(grids: list[Path], tasks: list[str] | None) -> list[dict]:
 def markdown(table: list[dict]) -> str:
     lines = ["Dev selection score x100 (the task's metrics averaged), best epoch, mean ± sd over seeds; "
              "ReptileDistil - KD paired by seed; teacher: ReptileDistil's teacher before -> after it taught; "
+             "best - teacher: the best of the three students' means against the fine-tuned teacher; "
              "epochs: best / trained, KD then ReptileDistil.", "",
-             "| task | grid | students | vanilla KD | ReptileDistil | ReptileDistil - KD | teacher | epochs |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| task | grid | students | student alone | vanilla KD | ReptileDistil | ReptileDistil - KD | teacher "
+             "| best - teacher | epochs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         t = (f"{statistics.mean(b for b, _ in r['teacher']):.1f} -> {statistics.mean(a for _, a in r['teacher']):.1f}"
              if r["teacher"] else "-")
-        lines.append(f"| {glue_name(r['task'])} | {r['grid']} | {r['setting']} | {_fmt(r['kd'])} | "
-                     f"{_fmt(r['reptile'])} | {_fmt(r['diff'])} | {t} | {r['epochs'][0]}; {r['epochs'][1]} |")
+        gap = "-" if r["best_minus_teacher"] is None else f"{r['best_minus_teacher']:+.1f}"
+        lines.append(f"| {glue_name(r['task'])} | {r['grid']} | {r['setting']} | {_fmt(r['alone'])} | "
+                     f"{_fmt(r['kd'])} | {_fmt(r['reptile'])} | {_fmt(r['diff'])} | {t} | {gap} | "
+                     f"{r['epochs'][0]}; {r['epochs'][1]} |")
     return "\n".join(lines) + "\n"
 
 

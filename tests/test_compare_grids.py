@@ -28,6 +28,7 @@ def test_rows_pair_seeds_and_name_the_setting(tmp_path, monkeypatch, capsys):
     for seed, (kd, rep) in enumerate([(0.70, 0.72), (0.74, 0.73)], start=1):
         _run(a, "kd", seed, kd, 3)
         _run(a, "reptile", seed, rep, 3, **teacher)
+    _run(a, "finetune", 1, 0.75, 3)  # the student alone: the best student of grid a
     _run(b, "kd", 1, 0.78, 8, start="teacher")
     _run(b, "reptile", 1, 0.80, 8, start="teacher", **teacher)
     _run(b, "reptile", 2, 0.79, 8, start="teacher", **teacher)  # no KD seed 2: left out of the difference
@@ -39,7 +40,9 @@ def test_rows_pair_seeds_and_name_the_setting(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["compare_grids.py", str(a), str(b)])
     compare_grids.main()
     out = capsys.readouterr().out
-    assert "| MRPC | minilm | pretrained start, 3-epoch schedule | 72.0 ± 2.8 | 72.5 ± 0.7 | 0.5 ± 2.1 | 80.0 -> 70.0 |" in out
+    assert ("| MRPC | minilm | pretrained start, 3-epoch schedule | 75.0 | 72.0 ± 2.8 | 72.5 ± 0.7 | 0.5 ± 2.1 | "
+            "80.0 -> 70.0 | -5.0 |") in out  # best student (alone, 75.0) 5 below the teacher's 80.0
+    assert "| MRPC | minilm-tinit | teacher start, 8-epoch schedule | - | 78.0 | 79.5 ± 0.7 | 2.0 | 80.0 -> 70.0 | -0.5 |" in out
 
 
 def test_a_missing_grid_is_named(tmp_path, monkeypatch, capsys):
