@@ -87,7 +87,8 @@ def summarise(runs: dict) -> list[dict]:
             recs = [r["best"] for r in by.get(m, [])]
             row[m] = {met: [_value(r, task, met) for r in recs] for met in row["metrics"]}
             row[m]["selection"] = [100 * r["selection"] for r in recs]
-            whole = [r for r in by.get(m, []) if not r.get("resumed")]  # a resumed run's time counts its last part
+            # a resumed run whose earlier attempts' cost is not known counts only its last part: left out
+            whole = [r for r in by.get(m, []) if r.get("cost_complete", not r.get("resumed"))]
             row[m]["wall_s"] = [r["wall_s"] for r in whole]
             row[m]["cpu_s"] = [r["cpu_s"] for r in whole if "cpu_s" in r]
             row[m]["resumed"] = len(by.get(m, [])) - len(whole)
@@ -130,8 +131,8 @@ def tables(rows: list[dict], columns: tuple[str, ...]) -> str:
     lines += ["", "What the teacher itself scores on dev after it has been updated while teaching (selection metric, "
               "x100, change from the fine-tuned teacher), and the time per run, mean, start-up and dev evaluation "
               "included: wall seconds / CPU seconds (user + system, all cores; unlike wall time it does not grow when "
-              "the machine is shared or the grid is paused; a resumed run counts only its last part, so it is left "
-              "out):",
+              "the machine is shared or the grid is paused; a resumed run adds what it spent up to the checkpoint it "
+              "resumed from, or, where its record does not know that, counts only its last part and is left out):",
               "",
               "| task | " + " | ".join(f"teacher drift ({TITLES[m]})" for m in learners) + " | " +
               " | ".join(f"{TITLES[m]} wall / CPU s" for m in columns) + " |",

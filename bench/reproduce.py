@@ -101,8 +101,20 @@ def run_script(script: str, overrides: list[str], log: Path) -> tuple[float, flo
 
 def keep_or_resume(out: Path) -> str:
     """An interrupted run (killed grid, machine restart) continues from its checkpoint; anything else left in its
-    folder is replaced. A resumed record's wall_s and cpu_s count only the part after the resume (`resumed`)."""
+    folder is replaced."""
     return "resume=true" if checkpoint_path(out).is_file() else "overwrite=true"
+
+
+def cost(wall: float, cpu: float, metrics: dict, overrides: list[str]) -> dict:
+    """The record's wall_s and cpu_s: a resumed run adds what its earlier attempts spent up to the checkpoint it
+    resumed from (the run's spent_before_resume); where that is not known (a checkpoint older than the record),
+    `cost_complete` is false and the time counts only the last part."""
+    earlier = metrics.get("spent_before_resume")
+    resumed = "resume=true" in overrides
+    if earlier is None:
+        return {"wall_s": wall, "cpu_s": cpu, "resumed": resumed, "cost_complete": not resumed}
+    return {"wall_s": wall + earlier["wall_s"], "cpu_s": cpu + earlier["cpu_s"], "resumed": resumed,
+            "cost_complete": True}
 
 
 def write_json(path: Path, doc: dict) -> None:
@@ -196,9 +208,8 @@ class Grid:
         metrics = json.loads((out / "dev_metrics.json").read_text())
         write_json(result, {"task": task, "method": "teacher", "seed": metrics["config"]["seed"], "overrides": overrides,
                             "best": metrics["best"], "final": metrics["final"], "history": metrics["history"],
-                            "config": metrics["config"], "hardware": metrics.get("hardware"), "wall_s": wall,
-                            "cpu_s": cpu,
-                            "resumed": "resume=true" in overrides, **started,
+                            "config": metrics["config"], "hardware": metrics.get("hardware"),
+                            **cost(wall, cpu, metrics, overrides), **started,
                             "finished": stamp()["date"]})
         return out
 
@@ -246,8 +257,7 @@ class Grid:
         metrics = json.loads((out / "metrics.json").read_text())
         doc = {"task": task, "method": method, "seed": seed, "overrides": overrides, "best": metrics["best"],
                "final": metrics["final"], "history": metrics["history"], "config": metrics["config"],
-               "hardware": metrics.get("hardware"), "wall_s": wall,
-               "cpu_s": cpu, "resumed": "resume=true" in overrides}
+               "hardware": metrics.get("hardware"), **cost(wall, cpu, metrics, overrides)}
         teacher_before = json.loads((self.results / task / "teacher.json").read_text())["best"]
         doc["teacher_before"] = teacher_before
         if method_class(method).teacher_learns:  # what the teacher itself scores after it has been taught to teach

@@ -105,6 +105,14 @@ def test_the_resumed_mpnet_run_ends_where_the_uninterrupted_one_does(mpnet_run):
     assert saved["model_type"] == "mpnet" and saved["num_hidden_layers"] == 2
 
 
+def test_the_resumed_run_knows_what_its_killed_attempt_spent(mpnet_run):
+    """bench/reproduce.py adds it to the resumed run's CPU and wall seconds, so the record counts the whole run."""
+    tmp, _ = mpnet_run
+    ref, cut = (json.loads((tmp / run / "metrics.json").read_text())["spent_before_resume"] for run in ("ref", "cut"))
+    assert ref == {"cpu_s": 0.0, "wall_s": 0.0}  # never interrupted
+    assert cut["cpu_s"] > 0.5 and cut["wall_s"] > 0.5  # a process start, the teacher's load and 2 batches at least
+
+
 def test_predict_on_the_mpnet_student(mpnet_run):
     tmp, glue = mpnet_run
     args = ["task=stsb", f"model_dir={tmp / 'cut' / 'student'}", f"data.glue_dir={glue}", "max_seq_length=32"]

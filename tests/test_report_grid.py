@@ -118,6 +118,11 @@ def test_a_resumed_runs_time_is_left_out_of_the_mean(results, tmp_path, monkeypa
     assert row["reptile"]["wall_s"] == [101.0, 102.0] and row["reptile"]["resumed"] == 1
     assert row["reptile"]["selection"] == pytest.approx([53.0, 55.0, 70.0])  # its scores still count
     assert "102 / 150 (1 resumed, left out)" in write_report(results, "minilm")
+    # a record that adds its earlier attempts' cost (bench/reproduce.py cost) counts like an uninterrupted one
+    (results / "rte" / "reptile-seed3.json").write_text(json.dumps({**doc, "resumed": True, "cost_complete": True,
+                                                                     "wall_s": 105.0}))
+    (row,) = summarise(load_runs(results))
+    assert row["reptile"]["wall_s"] == [101.0, 102.0, 105.0] and row["reptile"]["resumed"] == 0
 
 
 

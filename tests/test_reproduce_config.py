@@ -113,3 +113,15 @@ def test_a_grid_evaluates_its_teachers_in_the_precision_it_trains_in():
     assert reproduce.predict_precision([]) == "precision=fp32"
     assert reproduce.predict_precision(["trainer.precision=32-true"]) == "precision=fp32"
     assert reproduce.predict_precision(["trainer.precision=bf16-mixed", "seed=1"]) == "precision=bf16"
+
+
+def test_a_resumed_runs_record_counts_what_its_earlier_attempts_spent():
+    fresh = {"spent_before_resume": {"cpu_s": 0.0, "wall_s": 0.0}}
+    assert reproduce.cost(10.0, 8.0, fresh, ["overwrite=true"]) == {"wall_s": 10.0, "cpu_s": 8.0, "resumed": False,
+                                                                    "cost_complete": True}
+    resumed = {"spent_before_resume": {"cpu_s": 30.0, "wall_s": 40.0}}
+    assert reproduce.cost(10.0, 8.0, resumed, ["resume=true"]) == {"wall_s": 50.0, "cpu_s": 38.0, "resumed": True,
+                                                                   "cost_complete": True}
+    older = {"spent_before_resume": None}  # resumed from a checkpoint that did not keep its cost
+    assert reproduce.cost(10.0, 8.0, older, ["resume=true"])["cost_complete"] is False
+    assert reproduce.cost(10.0, 8.0, {}, ["overwrite=true"])["cost_complete"] is True  # a script without the field

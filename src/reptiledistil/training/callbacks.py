@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import os
 import random
+import resource
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +52,26 @@ class BestOnDev(pl.Callback):
         self.history: list[dict] = []
         self.best: dict | None = None
         self.wall_s: float | None = None  # set by the caller: how long trainer.fit took
+        # What the run cost before this process, up to the checkpoint it resumes from (None: a checkpoint older than
+        # this record), so that a resumed run's record can count its whole cost, not only its last part.
+        self.spent_before: dict | None = {"cpu_s": 0.0, "wall_s": 0.0}
+        self._started = time.monotonic()
+
+    def spent(self) -> dict | None:
+        """CPU (user + system, this process and its reaped children) and wall seconds of the run so far."""
+        if self.spent_before is None:
+            return None
+        cpu = sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage,
+                                                      (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+        return {"cpu_s": self.spent_before["cpu_s"] + cpu,
+                "wall_s": self.spent_before["wall_s"] + time.monotonic() - self._started}
 
     def state_dict(self) -> dict:  # in the resumable checkpoint
-        return {"history": self.history, "best": self.best}
+        return {"history": self.history, "best": self.best, "spent": self.spent()}
 
     def load_state_dict(self, state: dict) -> None:
         self.history, self.best = state["history"], state["best"]
+        self.spent_before = state.get("spent")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
         self._stop_if_stalled(trainer)  # a run resumed from the checkpoint of the epoch that decided to stop

@@ -103,6 +103,7 @@ def run_summary(cfg: DictConfig, task, best: BestOnDev, extra: dict, *, hw: Hard
     return {"task": task.name, **extra, "hardware": {"accelerator": hw.accelerator, "precision": hw.precision},
             "selection_metric": list(task.selection),
             "best": best.best, "final": best.history[-1], "history": best.history, "train_wall_s": best.wall_s,
+            "spent_before_resume": best.spent_before,  # zeros for a run never interrupted; None: not known
             "output_dir": str(Path(cfg.output_dir).resolve()), "log_dir": config.get("log_dir"), "config": config}
 
 
