@@ -208,27 +208,28 @@ def chart(rows: list[dict], path: Path, preset: str, columns: tuple[str, ...]) -
     plt.close(fig)
 
 
-def still_to_run(runs: dict, grid: dict[str, list[int]], methods: tuple[str, ...],
-                 command: str = "python bench/reproduce.py") -> str:
-    """What the full grid ({task: seeds} x methods, plus each task's teacher) still lacks, a line per task."""
+def still_to_run(runs: dict, plan: dict[str, dict[str, list[int]]]) -> str:
+    """What the grid was asked for ({task: {method: seeds}}, plus each task's teacher) and has not recorded yet, a
+    line per task."""
     lines = []
-    for task, seeds in grid.items():
+    for task, methods in plan.items():
         done = runs.get(task, {})
         todo = ["teacher"] if "teacher" not in done else []
-        for m in methods:
+        for m in (m for m in TITLES if m in methods):  # the report's order
             have = {r["seed"] for r in done.get(m, [])}
-            if lack := [s for s in seeds if s not in have]:
+            if lack := [s for s in methods[m] if s not in have]:
                 todo.append(f"{TITLES[m]} (seed{'s' if len(lack) > 1 else ''} {', '.join(map(str, lack))})")
         if todo:
             lines.append(f"- {glue_name(task)}: {', '.join(todo)}")
     if not lines:
-        return "Every run of the grid is here.\n"
-    return f"Still to run (`{command}` resumes with them):\n\n" + "\n".join(lines) + "\n"
+        return "Every run the grid was asked for is here.\n"
+    return ("Still to run, of what the grid was asked for (the call that asked for them resumes them):\n\n"
+            + "\n".join(lines) + "\n")
 
 
-def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None = None,
-                 methods: tuple[str, ...] = (), command: str = "python bench/reproduce.py") -> str:
-    """results/README.md from the JSON files (the tables, with `grid` what is still to run, the chart methods.png)
+def write_report(results: Path, preset: str, plan: dict[str, dict[str, list[int]]] | None = None,
+                 command: str = "python bench/reproduce.py") -> str:
+    """results/README.md from the JSON files (the tables, with `plan` what is still to run, the chart methods.png)
     followed by the hand-written results/FINDINGS.md where it exists. The page is only ever written whole, from
     those two sources, so regenerating it is idempotent and never loses the findings."""
     runs = load_runs(results)
@@ -236,7 +237,7 @@ def write_report(results: Path, preset: str, grid: dict[str, list[int]] | None =
     if not rows:
         return f"no results under {results} yet"
     md = results / "README.md"
-    todo = f"\n{still_to_run(runs, grid, methods, command)}" if grid else ""
+    todo = f"\n{still_to_run(runs, plan)}" if plan else ""
     try:
         chart(rows, results / "methods.png", preset, columns)
         image = "\n![methods per task](methods.png)\n"

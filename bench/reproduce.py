@@ -8,7 +8,8 @@ model/grid/. A grid's runs differ only in method and seed: before anything train
 recorded ones are composed and refused if their configuration differs (the preset changed since, other overrides).
 At the end (or with --report alone) the tables and the chart are rebuilt from the JSON files,
 followed by the hand-written results/<preset>/FINDINGS.md, into results/<preset>/README.md, whose first line
-names the command that runs the whole grid (its tag, teachers and overrides, kept in grid.json for --report).
+names the command that runs the whole grid (its tag, teachers and overrides) and lists what the grid's calls have
+asked for and not recorded yet (both kept in grid.json for --report).
 
   python bench/reproduce.py                                  # the offline grid (MiniLM preset), all tasks
   python bench/reproduce.py --tasks mrpc --seeds 1 2 3       # part of it
@@ -272,7 +273,29 @@ class Grid:
         return f"wrote {result.relative_to(ROOT)} ({wall:.0f} s)"
 
 
-GRID_COMMAND = "grid.json"  # how the grid is run, for its page's "Regenerate:" line (read back by --report)
+GRID_COMMAND = "grid.json"  # how the grid is run (its page's "Regenerate:" line) and what it was asked for
+
+
+def plan_of(tasks, methods, seeds: list[int] | None) -> dict[str, dict[str, list[int]]]:
+    """{task: {method: seeds}}: the runs a call asks for (each task's teacher implied)."""
+    return {t: {m: list(seeds or DEFAULT_SEEDS.get(t, [1])) for m in methods} for t in tasks}
+
+
+def recorded_plan(results: Path) -> dict[str, dict[str, list[int]]]:
+    """What the grid's calls have asked for so far, from grid.json. A grid.json older than this record (a command
+    only) stood for the preset's whole grid; no grid.json: nothing asked yet."""
+    path = results / GRID_COMMAND
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text()).get("plan") or plan_of(DEFAULT_TASKS, METHODS, None)
+
+
+def merged(a: dict, b: dict) -> dict[str, dict[str, list[int]]]:
+    out = {t: {m: list(s) for m, s in ms.items()} for t, ms in a.items()}
+    for t, ms in b.items():
+        for m, seeds in ms.items():
+            out.setdefault(t, {})[m] = sorted(set(out.get(t, {}).get(m, [])) | set(seeds))
+    return out
 
 
 def grid_command(args: argparse.Namespace, results: Path) -> str:
@@ -325,7 +348,8 @@ def main() -> None:
     if not args.report:
         for task in args.tasks:  # every configuration checked before the first run trains
             grid.check_one_config(task, args.methods, (args.seeds or DEFAULT_SEEDS.get(task, [1]))[0])
-        write_json(grid.results / GRID_COMMAND, {"command": command})
+        plan = merged(recorded_plan(grid.results), plan_of(args.tasks, args.methods, args.seeds))
+        write_json(grid.results / GRID_COMMAND, {"command": command, "plan": plan})
         for task in args.tasks:
             print(f"== {task}: teacher", flush=True)
             teacher = grid.teacher(task)
@@ -335,8 +359,7 @@ def main() -> None:
                     print(f"   {msg}", flush=True)
     from report_grid import write_report
 
-    print(write_report(grid.results, grid.results.name, {t: DEFAULT_SEEDS[t] for t in DEFAULT_TASKS}, METHODS,
-                       command=command))
+    print(write_report(grid.results, grid.results.name, recorded_plan(grid.results), command=command))
     if grid.failed:
         sys.exit(f"{grid.failed} run(s) failed; their logs are named above. Rerun to retry them.")
 

@@ -73,10 +73,14 @@ def test_a_task_with_only_its_teacher_is_reported(results, tmp_path, monkeypatch
 
 def test_report_lists_what_the_grid_still_lacks(results, tmp_path, monkeypatch):
     monkeypatch.setenv("GLUE_DIR", str(tmp_path / "nowhere"))
-    text = write_report(results, "minilm", {"rte": [1, 2, 3], "mrpc": [1]}, ("finetune", "kd", "reptile"))
+    every = ("finetune", "kd", "reptile")
+    text = write_report(results, "minilm", {"rte": dict.fromkeys(every, [1, 2, 3]), "mrpc": dict.fromkeys(every, [1])})
     assert ("\n- RTE: student alone (seeds 1, 2, 3), vanilla KD (seed 3)\n"
             "- MRPC: teacher, student alone (seed 1), vanilla KD (seed 1), ReptileDistil (seed 1)\n") in text
-    assert still_to_run(load_runs(results), {"rte": [1, 2]}, ("kd", "reptile")) == "Every run of the grid is here.\n"
+    assert still_to_run(load_runs(results), {"rte": {"kd": [1, 2], "reptile": [1, 2]}}) == \
+        "Every run the grid was asked for is here.\n"
+    # a plan that asks for seeds 2-3 of one method only lists those
+    assert "- RTE: vanilla KD (seed 3)\n" in still_to_run(load_runs(results), {"rte": {"kd": [1, 2, 3]}})
 
 
 def test_hand_written_findings_follow_the_tables_and_survive_regeneration(results, tmp_path, monkeypatch):
@@ -85,11 +89,11 @@ def test_hand_written_findings_follow_the_tables_and_survive_regeneration(result
     assert "FINDINGS.md" not in (results / "README.md").read_text()  # none written: no pointer to one
     findings = "## What the runs show\n\n- RTE: hand-written, with a [chart](methods.png).\n"
     (results / "FINDINGS.md").write_text(findings)
-    write_report(results, "minilm", {"rte": [1, 2, 3]}, ("kd", "reptile"))
+    write_report(results, "minilm", {"rte": dict.fromkeys(("kd", "reptile"), [1, 2, 3])})
     page = (results / "README.md").read_text()
     assert page.endswith("\n![methods per task](methods.png)\n\n" + findings)  # tables, chart, then the findings
     assert "hand-written in [FINDINGS.md](FINDINGS.md)" in page and "- RTE: vanilla KD (seed 3)" in page
-    write_report(results, "minilm", {"rte": [1, 2, 3]}, ("kd", "reptile"))
+    write_report(results, "minilm", {"rte": dict.fromkeys(("kd", "reptile"), [1, 2, 3])})
     assert (results / "README.md").read_text() == page  # regenerating changes nothing
     assert "| RTE (accuracy) |" in plain and not list(results.glob("*.tmp"))
 

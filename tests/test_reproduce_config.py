@@ -125,3 +125,19 @@ def test_a_resumed_runs_record_counts_what_its_earlier_attempts_spent():
     older = {"spent_before_resume": None}  # resumed from a checkpoint that did not keep its cost
     assert reproduce.cost(10.0, 8.0, older, ["resume=true"])["cost_complete"] is False
     assert reproduce.cost(10.0, 8.0, {}, ["overwrite=true"])["cost_complete"] is True  # a script without the field
+
+
+def test_the_grid_remembers_what_its_calls_asked_for(tmp_path):
+    """grid.json's plan is the union of the calls' --tasks x --methods x --seeds: the page lists what of it is
+    missing, not the preset's whole grid (a probe or a partial grid asks for less)."""
+    results = tmp_path / "results/mpnet_base"
+    assert reproduce.recorded_plan(results) == {}  # nothing asked yet
+    results.mkdir(parents=True)
+    (results / "grid.json").write_text(json.dumps({"command": "python bench/reproduce.py"}))
+    assert set(reproduce.recorded_plan(results)) == set(reproduce.DEFAULT_TASKS)  # an older record: the whole grid
+    first = reproduce.plan_of(["stsb", "mrpc"], ["kd", "reptile"], [1])
+    later = reproduce.plan_of(["mrpc"], ["kd"], [2, 3])
+    assert reproduce.merged(first, later) == {"stsb": {"kd": [1], "reptile": [1]},
+                                              "mrpc": {"kd": [1, 2, 3], "reptile": [1]}}
+    (results / "grid.json").write_text(json.dumps({"command": "c", "plan": first}))
+    assert reproduce.recorded_plan(results) == first
