@@ -9,8 +9,9 @@ this prints that term's mean per epoch for each run and the ratio ReptileDistil 
   python bench/kd_term.py model/grid/mpnet_base model/grid/minilm-grouped     # grid model folders (git-ignored)
   python bench/kd_term.py model/grid/mpnet_base --tasks stsb mrpc
 
-Reads `<grid>/<task>/logs/<method>-seed<N>/csv/version_*/metrics.csv` (bench/reproduce.py writes them; a resumed
-run's later version replaces the steps it redid) and writes bench/results/kd_term-*.json.
+Reads `<grid>/<task>/logs/<method>-seed<N>/csv/version_*/metrics.csv` (bench/reproduce.py writes them; a run
+still training is left out, a resumed run's later version replaces the steps it redid) and writes
+bench/results/kd_term-*.json.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def runs(grid: Path, tasks: list[str] | None) -> dict[str, dict[str, list[float]
     out: dict[str, dict[str, list[float]]] = {}
     for logs in sorted(grid.glob("*/logs/*-seed*")):
         task = logs.parent.parent.name
-        if tasks and task not in tasks:
-            continue
+        if (tasks and task not in tasks) or not (grid / task / logs.name / "metrics.json").is_file():
+            continue  # a run still training (its metrics.json is written at the end) is left out
         if means := epoch_means(logs):
             out.setdefault(task, {})[logs.name] = means
     return out

@@ -17,6 +17,8 @@ def _log(grid: Path, run: str, version: int, rows: list[tuple[int, int, float | 
     lines = ["epoch,step,train/kd_term,val/selection"]  # dev rows have no KD term
     lines += [f"{e}.0,{s},{v}," if v is not None else f"{e}.0,{s},,0.8" for e, s, v in rows]
     path.write_text("\n".join(lines) + "\n")
+    (grid / "stsb" / run).mkdir(parents=True, exist_ok=True)
+    (grid / "stsb" / run / "metrics.json").write_text("{}")  # the run finished
 
 
 def test_epoch_means_ratios_and_a_resumed_runs_later_log_wins(tmp_path, monkeypatch, capsys):
@@ -26,6 +28,8 @@ def test_epoch_means_ratios_and_a_resumed_runs_later_log_wins(tmp_path, monkeypa
     _log(grid, "reptile-seed1", 0, [(1, 9, 2.0), (1, 19, 2.0), (2, 29, 9.0)])
     _log(grid, "reptile-seed1", 1, [(2, 29, 3.0), (2, 39, 5.0)])
     _log(grid, "finetune-seed1", 0, [(1, 9, None)])  # no teacher, no KD term: not listed
+    _log(grid, "kd-seed2", 0, [(1, 9, 1.0)])
+    (grid / "stsb" / "kd-seed2" / "metrics.json").unlink()  # still training: not listed
     by_run = kd_term.runs(grid, None)["stsb"]
     assert by_run == {"kd-seed1": [2.0, 1.0], "reptile-seed1": [2.0, 4.0]}
     assert kd_term.ratios(by_run) == [1.0] and kd_term.ratios(by_run, last=True) == [4.0]
