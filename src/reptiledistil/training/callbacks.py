@@ -37,6 +37,11 @@ def progress_bar(trainer_cfg) -> list[pl.Callback]:
     return [EpochProgressBar()] if trainer_cfg.get("enable_progress_bar", True) else []
 
 
+def _cpu_seconds() -> float:
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 class BestOnDev(pl.Callback):
     """After every dev evaluation: record the metrics; if the selection score improved, save the model.
 
@@ -55,16 +60,15 @@ class BestOnDev(pl.Callback):
         # What the run cost before this process, up to the checkpoint it resumes from (None: a checkpoint older than
         # this record), so that a resumed run's record can count its whole cost, not only its last part.
         self.spent_before: dict | None = {"cpu_s": 0.0, "wall_s": 0.0}
-        self._started = time.monotonic()
+        # from here on (a sweep's jobs share one process; under DDP this is rank 0's, which writes the checkpoint)
+        self._started = (_cpu_seconds(), time.monotonic())
 
     def spent(self) -> dict | None:
         """CPU (user + system, this process and its reaped children) and wall seconds of the run so far."""
         if self.spent_before is None:
             return None
-        cpu = sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage,
-                                                      (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
-        return {"cpu_s": self.spent_before["cpu_s"] + cpu,
-                "wall_s": self.spent_before["wall_s"] + time.monotonic() - self._started}
+        return {"cpu_s": self.spent_before["cpu_s"] + _cpu_seconds() - self._started[0],
+                "wall_s": self.spent_before["wall_s"] + time.monotonic() - self._started[1]}
 
     def state_dict(self) -> dict:  # in the resumable checkpoint
         return {"history": self.history, "best": self.best, "spent": self.spent()}
