@@ -291,6 +291,7 @@ def recorded_plan(results: Path) -> dict[str, dict[str, list[int]]]:
 
 
 def merged(a: dict, b: dict) -> dict[str, dict[str, list[int]]]:
+    """Two plans as one: every task and method of either, with the union of their seeds."""
     out = {t: {m: list(s) for m, s in ms.items()} for t, ms in a.items()}
     for t, ms in b.items():
         for m, seeds in ms.items():
