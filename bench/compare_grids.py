@@ -59,7 +59,8 @@ def rows(grids: list[Path], tasks: list[str] | None) -> list[dict]:
             means = [statistics.mean(v) for v in scores.values() if v]
             gap = max(means) - statistics.mean(before) if before else None
             out.append({"task": task, "grid": grid.name, "setting": _setting((kd or rep)[0]), **scores,
-                        "diff": diff, "teacher": teacher, "best_minus_teacher": gap, "epochs": (_epochs(kd), _epochs(rep)),
+                        "diff": diff, "teacher": teacher, "best_minus_teacher": gap,
+                        "epochs": (_epochs(kd), _epochs(rep)),
                         "cpu": [r.get("cpu_s") for r in kd + rep]})
     order = {t: i for i, t in enumerate(("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"))}
     return sorted(out, key=lambda r: (order.get(r["task"], len(order)), grids.index(next(

@@ -68,9 +68,8 @@ def table(name: str, task: str, runs: dict[str, list[dict]],
     return "\n".join(lines)
 
 
-def chart(task: str, grids: list[tuple[str, dict[str, list[dict]]]], out: Path,
-          teachers: dict[str, list[tuple[int, float]]] | None = None) -> None:
-    """One line per student run; with `teachers` (the first grid's), a dotted line per updated teacher."""
+def chart(task: str, grids: list[tuple[str, dict[str, list[dict]], dict | None]], out: Path) -> None:
+    """One line per student run of each (grid name, runs, teacher curves); a dotted line per teacher curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,16 +78,16 @@ def chart(task: str, grids: list[tuple[str, dict[str, list[dict]]]], out: Path,
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    labels = sorted({label for _, runs in grids for label in runs})
+    labels = sorted({label for _, runs, _ in grids for label in runs})
     colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per run, one line style per grid
-    for i, (name, runs) in enumerate(grids):
+    for i, (name, runs, teachers) in enumerate(grids):
+        of = f" ({name})" if len(grids) > 1 else ""
         for label, hist in sorted(runs.items()):
             ax.plot([r["epoch"] for r in hist], [100 * r["selection"] for r in hist], marker="o", markersize=3,
-                    color=colors[label], linestyle=("-", "--", ":", "-.")[i % 4],
-                    label=f"{label} ({name})" if len(grids) > 1 else label)
-            if i == 0 and (curve := (teachers or {}).get(label)):
+                    color=colors[label], linestyle=("-", "--", ":", "-.")[i % 4], label=label + of)
+            if curve := (teachers or {}).get(label):
                 ax.plot([e for e, _ in curve], [100 * v for _, v in curve], marker="x", markersize=3,
-                        color=colors[label], linestyle=":", label=f"{label}: its teacher" + (f" ({name})" if len(grids) > 1 else ""))
+                        color=colors[label], linestyle=":", label=f"{label}: its teacher{of}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("dev selection score (x100)")
@@ -110,15 +109,16 @@ def main() -> None:
     ap.add_argument("results", nargs="+", type=Path, help="results/<preset>[-<tag>] folders; charts go to the first")
     ap.add_argument("--tasks", nargs="+")
     args = ap.parse_args()
-    grids = [(r.name, load_histories(r, args.tasks)) for r in args.results]
-    teachers = [teacher_curves(r, args.tasks) for r in args.results]
-    for task in sorted({t for _, g in grids for t in g}):
-        present = [(name, g[task]) for name, g in grids if task in g]
-        for (name, g), t in zip(grids, teachers):
+    grids = [(r.name, load_histories(r, args.tasks), teacher_curves(r, args.tasks)) for r in args.results]
+    for task in sorted({t for _, g, _ in grids for t in g}):
+        for name, g, teachers in grids:
             if task in g:
-                print(table(name, task, g[task], t.get(task)) + "\n")
+                print(table(name, task, g[task], teachers.get(task)) + "\n")
+        # the chart draws the first grid's teachers only: one dotted line per run stays readable
+        present = [(name, g[task], teachers.get(task) if k == 0 else None)
+                   for k, (name, g, teachers) in enumerate(grids) if task in g]
         out = args.results[0] / f"curves-{task}.png"
-        chart(task, present, out, teachers[0].get(task) if present[0][0] == grids[0][0] else None)
+        chart(task, present, out)
         print(f"wrote {out.resolve().relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out}\n")
 
 
