@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -83,6 +84,14 @@ DEFAULT_SEEDS = {"rte": [1, 2, 3], "mrpc": [1, 2, 3], "stsb": [1], "cola": [1], 
 DEFAULT_TASKS = ("rte", "mrpc", "stsb", "cola")  # the full grid; the report lists what it still lacks
 
 
+def killed_hint(code: int) -> str:
+    """Why a run that died without a word of its own (its log just stops) most likely died."""
+    if code != -signal.SIGKILL:
+        return ""
+    return (": killed by SIGKILL, on Linux most often the out-of-memory killer (`dmesg | grep -i killed` says); "
+            "run fewer at once (--jobs) or beside fewer other jobs, then rerun: it resumes from its last checkpoint")
+
+
 def run_script(script: str, overrides: list[str], log: Path) -> tuple[float, float]:
     """Run an entry script as a user would; its console output goes to `log`. Returns (wall s, CPU s).
 
@@ -96,7 +105,7 @@ def run_script(script: str, overrides: list[str], log: Path) -> tuple[float, flo
         _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        raise RuntimeError(f"{script} {' '.join(overrides)} failed (exit {code}); see {log}")
+        raise RuntimeError(f"{script} {' '.join(overrides)} failed (exit {code}{killed_hint(code)}); see {log}")
     return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime
 
 

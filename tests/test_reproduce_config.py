@@ -141,3 +141,17 @@ def test_the_grid_remembers_what_its_calls_asked_for(tmp_path):
                                               "mrpc": {"kd": [1, 2, 3], "reptile": [1]}}
     (results / "grid.json").write_text(json.dumps({"command": "c", "plan": first}))
     assert reproduce.recorded_plan(results) == first
+
+
+def test_a_run_killed_without_a_word_is_named_as_probably_out_of_memory(tmp_path):
+    """The kernel's OOM killer leaves the run's log cut short; the grid's message says what most likely happened."""
+    script = tmp_path / "dies.py"
+    script.write_text("import os, signal\nprint('training')\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    with pytest.raises(RuntimeError, match=r"exit -9: killed by SIGKILL.*out-of-memory.*--jobs") as e:
+        reproduce.run_script(str(script), ["task=rte"], tmp_path / "dies.log")
+    assert "see " + str(tmp_path / "dies.log") in str(e.value)
+    assert (tmp_path / "dies.log").read_text() == "training\n"
+    plain = tmp_path / "fails.py"
+    plain.write_text("raise SystemExit(3)\n")
+    with pytest.raises(RuntimeError, match=r"failed \(exit 3\); see "):
+        reproduce.run_script(str(plain), [], tmp_path / "fails.log")
