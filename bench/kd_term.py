@@ -4,7 +4,8 @@ The two methods' student steps are the same but for the teacher: vanilla KD's is
 every batch (its mapped layers are pulled towards the fast student). If the moving teacher came closer to what
 the student can produce, as "learning to teach" intends, ReptileDistil's student would face a smaller KD term
 (soft cross-entropy to the teacher, the training logs' `train/kd_term`) than vanilla KD's on the same batches;
-this prints that term's mean per epoch for each run and the ratio ReptileDistil / KD paired by seed.
+this prints that term's mean per epoch for each run and the ratio ReptileDistil / KD paired by seed (MetaDistil /
+KD too, where it ran: its teacher learns as well, second order).
 
   python bench/kd_term.py model/grid/mpnet_base model/grid/minilm-grouped     # grid model folders (git-ignored)
   python bench/kd_term.py model/grid/mpnet_base --tasks stsb mrpc
@@ -54,14 +55,16 @@ def runs(grid: Path, tasks: list[str] | None) -> dict[str, dict[str, list[float]
     return out
 
 
-def ratios(by_run: dict[str, list[float]], last: bool = False) -> list[float]:
-    """ReptileDistil / KD, paired by seed: over the epochs both trained (first epoch only, or with `last` the
-    last epoch both reached)."""
+MOVING = {"reptile": "ReptileDistil", "metadistil": "MetaDistil"}  # the methods whose teacher learns, by run prefix
+
+
+def ratios(by_run: dict[str, list[float]], last: bool = False, method: str = "reptile") -> list[float]:
+    """<method> / KD, paired by seed: the first epoch, or with `last` the last epoch both reached."""
     out = []
-    for name, rep in by_run.items():
-        if name.startswith("reptile-") and (kd := by_run.get(name.replace("reptile-", "kd-", 1))):
-            n = min(len(kd), len(rep))
-            out.append(rep[n - 1] / kd[n - 1] if last else rep[0] / kd[0])
+    for name, moving in by_run.items():
+        if name.startswith(f"{method}-") and (kd := by_run.get(name.replace(f"{method}-", "kd-", 1))):
+            n = min(len(kd), len(moving))
+            out.append(moving[n - 1] / kd[n - 1] if last else moving[0] / kd[0])
     return out
 
 
@@ -83,12 +86,14 @@ def main() -> None:
             print(f"{'run':<16}" + "".join(f"{e:>8}" for e in range(1, epochs + 1)))
             for name, means in sorted(by_run.items()):
                 print(f"{name:<16}" + "".join(f"{m:8.3f}" for m in means))
-            first, last = ratios(by_run), ratios(by_run, last=True)
-            if first:
-                print(f"ReptileDistil / KD, paired by seed: first epoch {', '.join(f'{r:.2f}' for r in first)}; "
-                      f"last epoch both trained {', '.join(f'{r:.2f}' for r in last)}")
+            figures[label] = {"per_epoch": by_run}
+            for method, title in MOVING.items():
+                first, last = ratios(by_run, method=method), ratios(by_run, last=True, method=method)
+                if first:
+                    print(f"{title} / KD, paired by seed: first epoch {', '.join(f'{r:.2f}' for r in first)}; "
+                          f"last epoch both trained {', '.join(f'{r:.2f}' for r in last)}")
+                    figures[label] |= {f"{method}_over_kd_first": first, f"{method}_over_kd_last": last}
             print()
-            figures[label] = {"per_epoch": by_run, "reptile_over_kd_first": first, "reptile_over_kd_last": last}
     print(f"wrote {write_results('kd_term', {'runs': figures})}")
 
 

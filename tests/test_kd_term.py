@@ -1,4 +1,5 @@
-"""bench/kd_term.py: the student's KD term per epoch from the runs' CSV logs, ReptileDistil against vanilla KD."""
+"""bench/kd_term.py: the student's KD term per epoch from the runs' CSV logs, ReptileDistil (and MetaDistil) against
+vanilla KD."""
 
 from __future__ import annotations
 
@@ -28,16 +29,21 @@ def test_epoch_means_ratios_and_a_resumed_runs_later_log_wins(tmp_path, monkeypa
     _log(grid, "reptile-seed1", 0, [(1, 9, 2.0), (1, 19, 2.0), (2, 29, 9.0)])
     _log(grid, "reptile-seed1", 1, [(2, 29, 3.0), (2, 39, 5.0)])
     _log(grid, "finetune-seed1", 0, [(1, 9, None)])  # no teacher, no KD term: not listed
+    _log(grid, "metadistil-seed1", 0, [(1, 9, 0.5), (2, 19, 0.25)])
     _log(grid, "kd-seed2", 0, [(1, 9, 1.0)])
     (grid / "stsb" / "kd-seed2" / "metrics.json").unlink()  # still training: not listed
     by_run = kd_term.runs(grid, None)["stsb"]
-    assert by_run == {"kd-seed1": [2.0, 1.0], "reptile-seed1": [2.0, 4.0]}
+    assert by_run == {"kd-seed1": [2.0, 1.0], "reptile-seed1": [2.0, 4.0], "metadistil-seed1": [0.5, 0.25]}
     assert kd_term.ratios(by_run) == [1.0] and kd_term.ratios(by_run, last=True) == [4.0]
+    assert kd_term.ratios(by_run, method="metadistil") == [0.25]
+    assert kd_term.ratios(by_run, last=True, method="metadistil") == [0.25]
     monkeypatch.setattr(kd_term, "write_results", lambda name, figures: tmp_path / f"{name}.json")
     monkeypatch.setattr(sys, "argv", ["kd_term.py", str(grid)])
     kd_term.main()
     out = capsys.readouterr().out
-    assert "reptile-seed1      2.000   4.000" in out and "first epoch 1.00; last epoch both trained 4.00" in out
+    assert "reptile-seed1      2.000   4.000" in out
+    assert "ReptileDistil / KD, paired by seed: first epoch 1.00; last epoch both trained 4.00" in out
+    assert "MetaDistil / KD, paired by seed: first epoch 0.25; last epoch both trained 0.25" in out
 
 
 def test_a_folder_without_logs_is_named(tmp_path, monkeypatch):
