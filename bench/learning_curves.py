@@ -77,7 +77,7 @@ def chart(task: str, grids: list[tuple[str, dict[str, list[dict]], dict | None]]
 
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(8.4, 4.0))
     labels = sorted({label for _, runs, _ in grids for label in runs})
     colors = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour per run, one line style per grid
     for i, (name, runs, teachers) in enumerate(grids):
@@ -95,7 +95,8 @@ def chart(task: str, grids: list[tuple[str, dict[str, list[dict]], dict | None]]
 
     ax.set_title(f"{glue_name(task)}: student learning curves")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside: a grid of
+    # three seeds per method with their teachers has a dozen lines, and a legend inside covers them
     fig.tight_layout()
     from reptiledistil.core.files import atomic_file
 
