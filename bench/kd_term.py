@@ -26,6 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
+from reptiledistil.methods import KD, METHODS  # noqa: E402
+
 TERM = "train/kd_term"
 
 
@@ -55,14 +57,14 @@ def runs(grid: Path, tasks: list[str] | None) -> dict[str, dict[str, list[float]
     return out
 
 
-MOVING = {"reptile": "ReptileDistil", "metadistil": "MetaDistil"}  # the methods whose teacher learns, by run prefix
+MOVING = {cls.key: cls.title for cls in METHODS if cls.teacher_learns}  # run prefix -> title, teacher learns
 
 
 def ratios(by_run: dict[str, list[float]], last: bool = False, method: str = "reptile") -> list[float]:
     """<method> / KD, paired by seed: the first epoch, or with `last` the last epoch both reached."""
     out = []
     for name, moving in by_run.items():
-        if name.startswith(f"{method}-") and (kd := by_run.get(name.replace(f"{method}-", "kd-", 1))):
+        if name.startswith(f"{method}-") and (kd := by_run.get(name.replace(f"{method}-", f"{KD.key}-", 1))):
             n = min(len(kd), len(moving))
             out.append(moving[n - 1] / kd[n - 1] if last else moving[0] / kd[0])
     return out
